@@ -1,0 +1,41 @@
+# Two commands do all the set-up on a fresh machine:
+#   make lab    create .venv, install, open JupyterLab on notebooks/
+#   make test   create .venv, install, run every test and every notebook (fast mode)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.labkit-installed
+# The read-only dataset mirror beside the checkout, when there is one (CI and offline machines).
+SHARED_DATA := $(abspath ../shared/datasets)
+export LABKIT_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
+
+.PHONY: lab test test-fast notebooks benchmark install clean
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+test: $(STAMP)
+	LABKIT_FAST=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest tests notebooks \
+		--nbval-lax --nbval-current-env -p no:cacheprovider
+
+test-fast: $(STAMP)  # the unit tests only, without the notebooks
+	LABKIT_FAST=1 HF_HUB_OFFLINE=1 $(PY) -m pytest tests -p no:cacheprovider
+
+notebooks: $(STAMP)  # re-run every notebook in full mode and store its outputs (what the repository shows)
+	LABKIT_FAST=0 $(PY) scripts/run_notebooks.py notebooks/*.ipynb
+
+benchmark: $(STAMP)
+	$(PY) benchmarks/losses.py
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml scripts/install-torch.sh
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	bash scripts/install-torch.sh $(PY)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -e .
+	touch $@
+
+clean:
+	rm -rf $(VENV) .pytest_cache

