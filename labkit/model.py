@@ -147,7 +147,8 @@ class EmbeddingModel(nn.Module):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
-            self.transformer.save_pretrained(tmp)
+            with _quiet_transformers():
+                self.transformer.save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)
             _write_sentence_transformers_config(tmp, self)
             if path.exists():

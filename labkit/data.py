@@ -1,0 +1,1030 @@
+"""Datasets for the lab kit: download → cache → verify → pandas DataFrames.
+
+Every loader returns a plain ``pandas.DataFrame`` whose column names are a contract for the notebooks,
+the training loop and the command line:
+
+=====================  ===================================================  ================
+loader                 columns                                              splits
+=====================  ===================================================  ================
+``load_banking77``     text, label, label_name                              train, test
+``load_books``         text, label, label_name, book                        train, dev, test
+``load_stsb``          sentence1, sentence2, score (0–1)                    train, dev, test
+``load_snli``          premise, hypothesis, label, label_name               dev, test, train
+``snli_pairs``         anchor, positive                                     dev, test, train
+``snli_triplets``      anchor, positive, negative                           dev, test, train
+``from_file``          text [, text_pair] [, label, label_name] [, score]   (your own file)
+=====================  ===================================================  ================
+
+Where the files come from, in this order (the first place that has a file wins):
+
+1. the ``data_dir=`` argument of a loader,
+2. the folder named by the environment variable ``LABKIT_DATA_DIR``,
+3. the user cache: ``LABKIT_CACHE_DIR``, by default ``~/.cache/labkit/datasets``,
+4. a download from the dataset's original public source into the cache (with a progress bar).
+
+Folders 1–3 share one layout, the one of the course's dataset mirror::
+
+    banking77/train.csv  banking77/test.csv  banking77/categories.json
+    gutenberg/ulysses_joyce_pg4300.txt  gutenberg/dubliners_joyce_pg2814.txt
+    gutenberg/dracula_stoker_pg345.txt  gutenberg/republic_plato_jowett_pg1497.txt
+    snli/snli_1.0_dev.tsv  snli/snli_1.0_test.tsv  [snli/snli_1.0_train.tsv]
+    stsb-subset/sts-{train,dev,test}.tsv     (offline CC BY-SA subset of STS-B)
+    stsb/{train,dev,test}.parquet            (full STS-B, written by a download)
+
+Every file is checked before it is used: by SHA-256 where the source is byte-stable (Banking77, pinned
+to a commit) and by its structure where it is not (Project Gutenberg texts, SNLI, STS-B: columns,
+row counts, value ranges, chapter headings). Downloads are atomic: bytes go to a temporary file in the
+destination folder, are checked, and only then renamed into place, so an interrupted download never
+leaves a half-written file behind.
+
+No internet? Set ``LABKIT_DATA_DIR`` to a folder with the files, or run
+``python -m labkit download`` on a machine where the internet works (it fills the cache; copy the
+cache folder over, or point ``LABKIT_DATA_DIR`` at it).
+
+Each dataset's source, license, citation and size: ``describe()`` and the data card, data/README.md.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+import urllib.request
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "DATASETS", "DatasetInfo", "DataUnavailableError", "CorruptDataError",
+    "load_dataset", "load_banking77", "load_books", "load_stsb", "load_snli", "snli_pairs", "snli_triplets",
+    "from_file", "train_dev_split", "download", "describe", "cache_dir",
+]
+
+DATA_DIR_ENV = "LABKIT_DATA_DIR"
+CACHE_DIR_ENV = "LABKIT_CACHE_DIR"
+DEFAULT_CACHE_DIR = Path("~/.cache/labkit/datasets")
+
+# Fail fast without a network: a short connect timeout and no retry loop. Reads may stall longer on bad Wi-Fi.
+CONNECT_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 60.0
+USER_AGENT = "labkit/0.1 (+https://github.com/; dataset download for a teaching lab kit)"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Errors
+# ----------------------------------------------------------------------------------------------------
+class DataUnavailableError(FileNotFoundError):
+    """A dataset file is in none of the data folders and could not be downloaded."""
+
+
+class CorruptDataError(ValueError):
+    """A dataset file exists but fails its checksum or structural check."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Where files live
+# ----------------------------------------------------------------------------------------------------
+def cache_dir() -> Path:
+    """The download cache: ``$LABKIT_CACHE_DIR`` or ``~/.cache/labkit/datasets``."""
+    return Path(os.environ.get(CACHE_DIR_ENV) or DEFAULT_CACHE_DIR).expanduser()
+
+
+def _user_folders(data_dir) -> List[Tuple[str, Path]]:
+    """The folders a user pointed us at, as (how it was named, path). They are read, never written."""
+    folders = []
+    if data_dir is not None:
+        folders.append(("data_dir argument", Path(data_dir).expanduser()))
+    if os.environ.get(DATA_DIR_ENV):
+        folders.append((DATA_DIR_ENV, Path(os.environ[DATA_DIR_ENV]).expanduser()))
+    for how, folder in folders:
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"{how} points at {folder}, which is not a folder. Point it at a folder laid out like the "
+                f"dataset mirror (banking77/, gutenberg/, snli/, stsb-subset/), or unset it to use the cache "
+                f"{cache_dir()} and downloads."
+            )
+    return folders
+
+
+# ----------------------------------------------------------------------------------------------------
+# The files we know: where each comes from and how it is checked
+# ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DataFile:
+    """One file of a dataset.
+
+    ``relpath`` is its place inside a data folder; ``url`` is its original public source (``None`` for
+    files that only exist in the offline mirror); ``fetch`` writes a fresh copy to a temporary path;
+    ``parse`` reads a file and raises :class:`CorruptDataError` when it fails its structural check;
+    ``sha256`` is checked first when the source is byte-stable.
+    """
+
+    relpath: str
+    url: Optional[str]
+    parse: Callable[[Path], object]
+    sha256: Optional[str] = None
+    fetch: Optional[Callable[["DataFile", Path, bool], None]] = None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_checked(spec: DataFile, path: Path):
+    """Verify ``path`` against ``spec`` and return its parsed content (or raise CorruptDataError)."""
+    if spec.sha256 is not None:
+        actual = _sha256(path)
+        if actual != spec.sha256:
+            raise CorruptDataError(
+                f"its SHA-256 is {actual}, expected {spec.sha256} ({path.stat().st_size:,} bytes): "
+                f"the file is truncated or altered"
+            )
+    try:
+        return spec.parse(path)
+    except CorruptDataError:
+        raise
+    except (UnicodeDecodeError, ValueError, KeyError, OSError, zipfile.BadZipFile, csv.Error) as err:
+        raise CorruptDataError(f"it cannot be parsed ({type(err).__name__}: {err})") from err
+
+
+# ----------------------------------------------------------------------------------------------------
+# Fetching from the internet (atomic)
+# ----------------------------------------------------------------------------------------------------
+def _open_url(url: str, timeout: float):
+    """Open ``url`` for reading (tests replace this to serve local bytes or to fail)."""
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    return urllib.request.urlopen(request, timeout=timeout)
+
+
+def _allow_slow_reads(response) -> None:
+    # urlopen's one timeout covers connect and reads; once connected, let a slow network stall longer.
+    try:
+        response.fp.raw._sock.settimeout(READ_TIMEOUT_S)
+    except AttributeError:
+        pass
+
+
+def _progress_bar(total: Optional[int], label: str, progress: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label, disable=not progress)
+
+
+def _fetch_url(spec: DataFile, target: Path, progress: bool) -> None:
+    """Stream ``spec.url`` into ``target``; a short read (fewer bytes than announced) is an error."""
+    with _open_url(spec.url, CONNECT_TIMEOUT_S) as response:
+        _allow_slow_reads(response)
+        announced = response.headers.get("Content-Length")
+        announced = int(announced) if announced else None
+        received = 0
+        with open(target, "wb") as out, _progress_bar(announced, spec.relpath, progress) as bar:
+            for chunk in iter(lambda: response.read(1 << 16), b""):
+                out.write(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+    if announced is not None and received != announced:
+        raise CorruptDataError(f"the download was cut short: received {received:,} of {announced:,} bytes")
+
+
+def hub_file_url(repo_id: str, filename: str, revision: str) -> str:
+    """The download URL of one file of a Hugging Face *dataset* repository (as ``huggingface_hub.hf_hub_url``)."""
+    return f"https://huggingface.co/datasets/{repo_id}/resolve/{revision}/{filename}"
+
+
+def _fetch_hub(spec: DataFile, target: Path, progress: bool) -> None:
+    # A plain GET of the file's resolve URL, not huggingface_hub.hf_hub_download: that one retries five
+    # times with back-off (~25 s) when offline, and we promise a clear error within seconds.
+    switches = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    if any(os.environ.get(name, "").lower() in ("1", "true", "yes", "on") for name in switches):
+        raise ConnectionError("HF_HUB_OFFLINE is set: labkit does not contact the Hugging Face Hub")
+    _fetch_url(spec, target, progress)
+
+
+def _install(spec: DataFile, root: Path, fill: Callable[[Path], None]):
+    """Write ``root/spec.relpath`` atomically: ``fill`` a temp file beside it, check it, then rename.
+
+    Returns (path, parsed content). On any failure the temp file is removed and nothing is left behind.
+    """
+    destination = root / spec.relpath
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=destination.name + ".", suffix=".part", dir=destination.parent)
+    os.close(handle)
+    temp = Path(temp_name)
+    try:
+        fill(temp)
+        content = _read_checked(spec, temp)
+        os.replace(temp, destination)
+        return destination, content
+    finally:
+        if temp.exists():
+            temp.unlink()
+
+
+def _download_into(spec: DataFile, root: Path, progress: bool = True):
+    """Fetch ``spec`` from its public source into ``root`` (atomic, verified)."""
+    if spec.fetch is None:
+        raise DataUnavailableError(f"{spec.relpath} has no online source (it exists only in the offline mirror)")
+    return _install(spec, root, lambda temp: spec.fetch(spec, temp, progress))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Finding a file: data_dir → LABKIT_DATA_DIR → cache → download
+# ----------------------------------------------------------------------------------------------------
+def _fix_hint(dataset: str, relpaths: Sequence[str]) -> str:
+    return (
+        "Two ways to fix this:\n"
+        f"  1. set {DATA_DIR_ENV} to a folder that holds {' or '.join(relpaths)} (laid out like the dataset "
+        f"mirror), e.g. `export {DATA_DIR_ENV}=/path/to/datasets`, or pass data_dir=... to the loader;\n"
+        f"  2. run `python -m labkit download {dataset}` on a machine where the internet works: it fills "
+        f"the cache {cache_dir()} (copy that folder here, or point {DATA_DIR_ENV} at a copy)."
+    )
+
+
+def _load_file(dataset: str, candidates: Sequence[str], data_dir=None, progress: bool = True):
+    """Return (parsed content, path) of the first of ``candidates`` found, downloading it if needed.
+
+    ``candidates`` are alternative relpaths for the same data (e.g. the full STS-B and its offline subset);
+    folders are searched first, candidates second. A corrupt file in a user folder is an error (we do
+    not touch user folders); a corrupt file in our cache is deleted and downloaded again.
+    """
+    places = _user_folders(data_dir) + [("cache", cache_dir())]
+    cache_problem = ""
+    for how, folder in places:
+        for relpath in candidates:
+            path = folder / relpath
+            if not path.is_file():
+                continue
+            try:
+                return _read_checked(SOURCES[relpath], path), path
+            except CorruptDataError as err:
+                if how != "cache":
+                    raise CorruptDataError(
+                        f"{path} (found via the {how}) is not a valid {dataset} file: {err}. Delete or replace "
+                        f"that file (`rm {path}`), or point {how} elsewhere; labkit then uses the next place "
+                        f"that has it (the cache {cache_dir()}, or a fresh download)."
+                    ) from err
+                warnings.warn(f"{path} in the labkit cache is corrupt ({err}); deleting it and downloading it again")
+                path.unlink()
+                cache_problem = f"(The cached copy {path} was corrupt and has been deleted: {err}.)\n"
+    spec = next((SOURCES[r] for r in candidates if SOURCES[r].fetch is not None), SOURCES[candidates[0]])
+    try:
+        path, content = _download_into(spec, cache_dir(), progress)
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:  # no network, HTTP error, failed check: all end in the same clear message
+        looked = "\n".join(f"  - {folder / relpath}  ({how})" for how, folder in places for relpath in candidates)
+        raise DataUnavailableError(
+            f"{dataset}: {' / '.join(candidates)} is missing. Looked in:\n{looked}\n"
+            f"{cache_problem}Downloading it from {spec.url or 'its source'} failed: {type(err).__name__}: {err}\n"
+            + _fix_hint(dataset, candidates)
+        ) from err
+    return content, path
+
+
+# ----------------------------------------------------------------------------------------------------
+# Banking77 (SHA-256: the source is pinned to a commit, the mirror is byte-for-byte identical)
+# ----------------------------------------------------------------------------------------------------
+BANKING77_COMMIT = "57ec275d8078af65b7731c2a98be812d844a6d6b"
+BANKING77_URL = f"https://raw.githubusercontent.com/PolyAI-LDN/task-specific-datasets/{BANKING77_COMMIT}/banking_data/"
+BANKING77_SHA256 = {
+    "train.csv": "b06e26ac675513959a63135f11b94ea7786ed02da65db93a5650d8838cbc664b",
+    "test.csv": "d12d6e3bc4c3103966ae786dc435913c0c563dfa328f5a3646d0e62cfeeb474d",
+    "categories.json": "53261da888122daf2d120d925458631d9619e15d82e56052e7a42e535ce32b63",
+}
+
+
+def _parse_banking_csv(path: Path) -> pd.DataFrame:
+    frame = pd.read_csv(path, keep_default_na=False)  # a query that reads "NA" is text, not a missing value
+    if list(frame.columns) != ["text", "category"]:
+        raise CorruptDataError(f"expected the columns text,category, found {list(frame.columns)}")
+    return frame
+
+
+def _parse_json(path: Path):
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def load_banking77(split: str = "train", data_dir=None) -> pd.DataFrame:
+    """Banking77: 13,083 short online-banking queries labelled with one of 77 intents.
+
+    Columns: ``text``; ``label`` (int 0–76: the index of the intent in the list of the 77 intent names
+    sorted alphabetically, ignoring case, so ``activate_my_card`` is 0 and ``Refund_not_showing_up`` sits
+    among the r's; the list is ``df.attrs["label_names"]``); ``label_name`` (e.g. ``"card_arrival"``).
+    Splits: ``"train"`` (10,003 rows), ``"test"`` (3,080 rows).
+    There is no dev split: carve one from train with :func:`train_dev_split`.
+
+    Source: PolyAI-LDN/task-specific-datasets (CC BY 4.0), Casanueva et al. 2020. Many classes with few,
+    short, similar examples: the dataset for P×K batches and batch-hard / batch-all triplet losses.
+    """
+    split = _check_split("banking77", split, ("train", "test"))
+    frame, path = _load_file("banking77", [f"banking77/{split}.csv"], data_dir)
+    categories, _ = _load_file("banking77", ["banking77/categories.json"], data_dir)
+    label_names = sorted(categories, key=str.lower)  # one intent is capitalised: "Refund_not_showing_up"
+    unknown = sorted(set(frame["category"]) - set(label_names))
+    if unknown:
+        raise CorruptDataError(f"{path} has intents that categories.json lacks: {unknown[:5]}")
+    out = pd.DataFrame({
+        "text": frame["text"].astype(str),
+        "label": pd.Categorical(frame["category"], categories=label_names).codes.astype(np.int64),
+        "label_name": frame["category"].astype(str),
+    })
+    out.attrs.update(dataset="banking77", split=split, label_names=label_names, source_files=[str(path)])
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# The four Gutenberg books of the hard-triplet article (structural checks: texts are not byte-stable)
+# ----------------------------------------------------------------------------------------------------
+DUBLINERS_STORIES = (
+    "The Sisters", "An Encounter", "Araby", "Eveline", "After the Race", "Two Gallants", "The Boarding House",
+    "A Little Cloud", "Counterparts", "Clay", "A Painful Case", "Ivy Day in the Committee Room", "A Mother",
+    "Grace", "The Dead",
+)
+_ROMAN = ["I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X", "XI", "XII", "XIII", "XIV", "XV", "XVI",
+          "XVII", "XVIII", "XIX", "XX", "XXI", "XXII", "XXIII", "XXIV", "XXV", "XXVI", "XXVII"]
+
+
+@dataclass(frozen=True)
+class Book:
+    """How to find the chapters of one Gutenberg book, in the mirror copy and in a fresh download.
+
+    The body runs from the line holding ``opening`` (the first words of chapter 1) to the end of the line
+    holding ``closing`` (the last words): the title page, contents, introduction and Gutenberg licence
+    fall outside it. Inside the body a line matching ``heading`` starts a new chapter; its captured text
+    must run through ``heading_ids`` in order (chapter 1's heading lies before the opening words).
+    """
+
+    title: str
+    gutenberg_id: int
+    filename: str
+    chapter_names: Tuple[str, ...]
+    heading: str
+    heading_ids: Tuple[str, ...]
+    opening: str
+    closing: str
+    min_bytes: int
+    body_words: int  # words in the body of the mirror copy; another edition must be within 5 %
+    drop_lines: str = r"(?!x)x"  # lines removed from the body (the default never matches)
+
+    @property
+    def url(self) -> str:
+        return f"https://www.gutenberg.org/cache/epub/{self.gutenberg_id}/pg{self.gutenberg_id}.txt"
+
+
+def _words(phrase: str) -> str:
+    """A regex for ``phrase`` that also matches when a line break falls between its words."""
+    return r"\s+".join(re.escape(word) for word in phrase.split())
+
+
+BOOKS = (
+    Book("Ulysses", 4300, "ulysses_joyce_pg4300.txt",
+         chapter_names=tuple(f"Episode {i}" for i in range(1, 19)),
+         heading=r"^\[ ?(\d+) ?\][ \t]*$", heading_ids=tuple(str(i) for i in range(2, 19)),
+         opening=_words("Stately, plump Buck Mulligan"), closing=_words("yes I will Yes."),
+         min_bytes=1_300_000, body_words=264_883,
+         drop_lines=r"^[ \t]*(?:—|--)[ \t]*[IVX]+[ \t]*(?:—|--)[ \t]*$"),  # the part markers "— II —"
+    Book("Dubliners", 2814, "dubliners_joyce_pg2814.txt",
+         chapter_names=DUBLINERS_STORIES,
+         # unindented only: "     A PAINFUL CASE" inside a newspaper cutting is not a heading
+         heading=r"^(" + "|".join(re.escape(s.upper()) for s in DUBLINERS_STORIES) + r")[ \t]*$",
+         heading_ids=tuple(s.upper() for s in DUBLINERS_STORIES[1:]),
+         opening=_words("There was no hope for him this time"), closing=_words("upon all the living and the dead."),
+         min_bytes=340_000, body_words=67_487),
+    Book("Dracula", 345, "dracula_stoker_pg345.txt",
+         chapter_names=tuple(f"Chapter {r}" for r in _ROMAN[:27]),
+         heading=r"^CHAPTER ([IVXL]+)\.?[ \t]*$", heading_ids=tuple(_ROMAN[1:27]),
+         opening=_words("3 May. Bistritz"), closing=_words("dare much for her sake"),
+         min_bytes=770_000, body_words=160_750),
+    Book("The Republic", 1497, "republic_plato_jowett_pg1497.txt",
+         chapter_names=tuple(f"Book {r}" for r in _ROMAN[:10]),
+         heading=r"^ ?BOOK ([IVX]+)\.[ \t]*$", heading_ids=tuple(_ROMAN[1:10]),
+         opening=_words("I went down yesterday to the Piraeus"), closing=_words("which we have been describing."),
+         min_bytes=590_000, body_words=118_264),
+)
+
+_GUTENBERG_START = re.compile(r"^\*\*\* ?START OF (?:THE|THIS) PROJECT GUTENBERG EBOOK.*$", re.M | re.I)
+_GUTENBERG_END = re.compile(r"^\*\*\* ?END OF (?:THE|THIS) PROJECT GUTENBERG EBOOK.*$", re.M | re.I)
+
+
+def _strip_gutenberg_boilerplate(text: str, title: str) -> str:
+    """Remove the Project Gutenberg header and footer when present (fresh downloads have them)."""
+    start, end = _GUTENBERG_START.search(text), _GUTENBERG_END.search(text)
+    if start is None and end is None:
+        return text  # the mirror copies: body only
+    if start is None or end is None:
+        half = "footer (*** END OF ...)" if end is None else "header (*** START OF ...)"
+        raise CorruptDataError(f"the Project Gutenberg {half} is missing: the download is incomplete")
+    if not re.search(r"^Title:\s*" + re.escape(title), text[: start.start()], re.M | re.I):
+        raise CorruptDataError(f"its Gutenberg header does not name the title {title!r}: it is another book")
+    return text[start.end(): end.start()]
+
+
+def _parse_book(book: Book) -> Callable[[Path], List[Tuple[str, str]]]:
+    def parse(path: Path) -> List[Tuple[str, str]]:
+        """Read the book and return its chapters as (chapter name, text) pairs, checking its structure."""
+        size = path.stat().st_size
+        if size < book.min_bytes:
+            raise CorruptDataError(f"it has {size:,} bytes, fewer than the {book.min_bytes:,} of the full book")
+        text = path.read_bytes().decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
+        text = _strip_gutenberg_boilerplate(text, book.title)
+        opening = re.search(r"^.*?" + book.opening, text, re.M)
+        closings = list(re.finditer(book.closing, text))
+        if opening is None or not closings:
+            missing = "first" if opening is None else "last"
+            raise CorruptDataError(f"the {missing} words of {book.title} are missing: the text is truncated or "
+                                   f"not this book")
+        body_end = text.find("\n", closings[-1].end())
+        body = text[opening.start(): len(text) if body_end < 0 else body_end]
+        body = re.sub(book.drop_lines, "", body, flags=re.M)
+        pieces = re.split(book.heading, body, flags=re.M)  # [chapter 1, id 2, chapter 2, id 3, chapter 3, ...]
+        found = tuple(pieces[1::2])
+        if found != book.heading_ids:
+            raise CorruptDataError(
+                f"expected {len(book.chapter_names)} chapters of {book.title} with the headings "
+                f"{book.heading_ids[0]} … {book.heading_ids[-1]} in order; found {len(found)} headings: {found}"
+            )
+        chapters = [_clean_passage_text(piece) for piece in pieces[0::2]]
+        words = sum(len(chapter.split()) for chapter in chapters)
+        if abs(words - book.body_words) > 0.05 * book.body_words:
+            raise CorruptDataError(f"its body has {words:,} words, not about {book.body_words:,}: "
+                                   f"an unexpected edition")
+        return list(zip(book.chapter_names, chapters))
+    return parse
+
+
+def _clean_passage_text(text: str) -> str:
+    # "_italics_" is Gutenberg markup, not prose; whitespace (CRLF, line wraps) becomes single spaces.
+    return " ".join(text.replace("_", "").split())
+
+
+BOOKS_SPLIT_SIZES = {"train": 12_000, "dev": 964, "test": 1_000}  # the article's split
+
+
+def _stable_ranks(n: int, seed: int) -> np.ndarray:
+    """A pseudo-random permutation rank (0..n-1) that never changes: PCG64's raw stream is stable across
+    NumPy versions (Generator methods such as ``permutation`` are not promised to be)."""
+    raw = np.random.PCG64(seed).random_raw(n)
+    ranks = np.empty(n, dtype=np.int64)
+    ranks[np.argsort(raw, kind="stable")] = np.arange(n)
+    return ranks
+
+
+def _allocate(counts: pd.Series, total: int) -> pd.Series:
+    """Share ``total`` among classes in proportion to ``counts`` (largest remainder), never above a count."""
+    exact = counts * (total / counts.sum())
+    share = np.floor(exact).astype(np.int64)
+    leftover = int(total - share.sum())
+    largest = (exact - share).sort_values(ascending=False, kind="stable").index[:leftover]
+    share[largest] += 1
+    return share.clip(upper=counts)
+
+
+def _book_passages(words_per_passage: int, data_dir) -> pd.DataFrame:
+    """All passages of all four books, in reading order: text, label, label_name, book."""
+    rows = []
+    label = 0
+    for book in BOOKS:
+        chapters, _ = _load_file("books", [f"gutenberg/{book.filename}"], data_dir)
+        for chapter_name, chapter_text in chapters:
+            words = chapter_text.split()
+            # non-overlapping windows; a chapter's last, shorter piece is dropped so every passage has the same length
+            for start in range(0, len(words) - words_per_passage + 1, words_per_passage):
+                rows.append((" ".join(words[start: start + words_per_passage]), label,
+                             f"{book.title} — {chapter_name}", book.title))
+            label += 1
+    return pd.DataFrame(rows, columns=["text", "label", "label_name", "book"])
+
+
+def load_books(split: str = "train", data_dir=None, words_per_passage: int = 40, seed: int = 42) -> pd.DataFrame:
+    """The hard-triplet article's dataset, rebuilt: ~40-word passages of four books labelled by chapter.
+
+    The books are Joyce's *Ulysses* (18 episodes) and *Dubliners* (15 stories), Stoker's *Dracula*
+    (27 chapters) and Plato's *Republic* tr. Jowett (10 books): 70 chapter classes. Passages from the same
+    book but another chapter share style and vocabulary, which makes them natural hard negatives.
+
+    Columns: ``text``; ``label`` (int 0–69, in reading order: Ulysses 0–17, Dubliners 18–32, Dracula 33–59,
+    The Republic 60–69); ``label_name`` (e.g. ``"Dracula — Chapter III"``); ``book``.
+    Splits: ``"train"`` 12,000, ``"dev"`` 964 and ``"test"`` 1,000 passages, as in the article.
+
+    How the dataset is made (deterministic for a given ``seed`` and ``words_per_passage``):
+
+    1. Each text is read with Project Gutenberg's header and footer removed (fresh downloads have them,
+       the mirror copies do not), CRLF normalised and ``_italic_`` markers dropped; the body runs from
+       the first words of chapter 1 to the last words of the book, so title pages and contents are gone.
+    2. Each book is split into chapters at its headings (``[ 2 ]``…``[ 18 ]``; the story titles;
+       ``CHAPTER II``…; ``BOOK II.``…) and each chapter is cut into consecutive, non-overlapping passages
+       of ``words_per_passage`` words; the last, shorter piece of a chapter is dropped. This gives
+       15,253 passages of 40 words (exact duplicates, if any, would be kept once).
+    3. Every chapter gets a share of the 13,964 passages used, the test set, and the dev set in
+       proportion to its number of passages (largest-remainder rounding), so all 70 classes appear in
+       every split with the same class balance. Within a chapter, passages are ordered by a fixed
+       pseudo-random rank from ``seed``; the first go to test, the next to dev, the next to train and
+       the rest (1,289 in total) are unused. A passage is in one split only: no leakage.
+    4. If fewer than 13,964 passages exist (e.g. with ``words_per_passage=80``), the three splits are
+       shrunk in proportion (a warning says so).
+
+    Rows are returned in reading order (samplers shuffle). Online source: gutenberg.org plain texts
+    (public domain). Reference: R. J. N. Clarke, "Fine-tune an embedding model with triplet margin loss
+    in PyTorch" (Medium, 2024).
+    """
+    split = _check_split("books", split, ("train", "dev", "test"))
+    if isinstance(words_per_passage, bool) or not isinstance(words_per_passage, (int, np.integer)) \
+            or words_per_passage < 1:
+        raise ValueError(f"words_per_passage must be a positive int (the article uses 40), got {words_per_passage!r}")
+    passages = _book_passages(int(words_per_passage), data_dir).drop_duplicates("text", ignore_index=True)
+    sizes = dict(BOOKS_SPLIT_SIZES)
+    wanted = sum(sizes.values())
+    if len(passages) < wanted:
+        scale = len(passages) / wanted
+        sizes = {name: int(size * scale) for name, size in sizes.items()}
+        warnings.warn(f"the books give only {len(passages):,} passages of {words_per_passage} words, fewer than the "
+                      f"article's {wanted:,}: splits shrunk to {sizes}")
+    counts = passages["label"].value_counts().sort_index()
+    kept = _allocate(counts, sum(sizes.values()))
+    test = _allocate(kept, sizes["test"])
+    dev = _allocate(kept - test, sizes["dev"])
+    # rank of each passage inside its chapter, in the seeded pseudo-random order
+    passages["order"] = _stable_ranks(len(passages), seed)
+    rank = passages.sort_values(["label", "order"], kind="stable").groupby("label").cumcount()
+    passages["rank"] = rank.reindex(passages.index)
+    bounds = {"test": (test * 0, test), "dev": (test, test + dev), "train": (test + dev, kept)}
+    low, high = bounds[split]
+    chosen = (passages["rank"] >= passages["label"].map(low)) & (passages["rank"] < passages["label"].map(high))
+    out = passages.loc[chosen, ["text", "label", "label_name", "book"]].reset_index(drop=True)
+    out["label"] = out["label"].astype(np.int64)
+    label_names = passages.drop_duplicates("label").sort_values("label")["label_name"].tolist()
+    out.attrs.update(dataset="books", split=split, label_names=label_names, seed=seed,
+                     words_per_passage=words_per_passage)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# STS Benchmark: offline CC BY-SA subset (original layout, scores 0–5) or full set from the Hub (0–1)
+# ----------------------------------------------------------------------------------------------------
+STSB_HUB_REPO = "sentence-transformers/stsb"
+STSB_HUB_REVISION = "ab7a5ac0e35aa22088bdcf23e7fd99b220e53308"
+STSB_HUB_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
+STSB_FULL_ROWS = {"train": 5_749, "dev": 1_500, "test": 1_379}
+STSB_SUBSET_ROWS = {"train": 1_000, "dev": 375, "test": 375}
+STSB_COLUMNS = ["genre", "filename", "year", "pair_id", "score", "sentence1", "sentence2"]
+
+
+def _check_rows(frame: pd.DataFrame, expected: int) -> None:
+    if len(frame) != expected:
+        raise CorruptDataError(f"it has {len(frame):,} rows, expected {expected:,}: the file is truncated or altered")
+
+
+def _check_scores(scores: pd.Series, high: float) -> None:
+    if scores.isna().any() or scores.min() < 0 or scores.max() > high:
+        raise CorruptDataError(f"its scores are not all numbers in [0, {high}]")
+
+
+def _parse_stsb_subset(split: str) -> Callable[[Path], pd.DataFrame]:
+    def parse(path: Path) -> pd.DataFrame:
+        # original STS-B layout: no header, tab-separated, quotes are literal text (QUOTE_NONE)
+        frame = pd.read_csv(path, sep="\t", header=None, names=STSB_COLUMNS, quoting=csv.QUOTE_NONE,
+                            dtype=str, keep_default_na=False)
+        _check_rows(frame, STSB_SUBSET_ROWS[split])
+        scores = pd.to_numeric(frame["score"], errors="coerce")
+        _check_scores(scores, 5.0)
+        return pd.DataFrame({"sentence1": frame["sentence1"], "sentence2": frame["sentence2"], "score": scores / 5.0})
+    return parse
+
+
+def _parse_stsb_full(split: str) -> Callable[[Path], pd.DataFrame]:
+    def parse(path: Path) -> pd.DataFrame:
+        frame = pd.read_parquet(path)
+        if not {"sentence1", "sentence2", "score"} <= set(frame.columns):
+            raise CorruptDataError(f"expected columns sentence1, sentence2, score; found {list(frame.columns)}")
+        _check_rows(frame, STSB_FULL_ROWS[split])
+        _check_scores(frame["score"], 1.0)  # sentence-transformers/stsb already divides by 5
+        return frame[["sentence1", "sentence2", "score"]].astype({"score": np.float64})
+    return parse
+
+
+def load_stsb(split: str = "train", data_dir=None) -> pd.DataFrame:
+    """STS Benchmark sentence pairs with a human similarity score, normalised to 0–1.
+
+    Columns: ``sentence1``, ``sentence2``, ``score`` (float in [0, 1]: the 0–5 gold score divided by 5).
+    Which rows you get depends on where the data comes from (``df.attrs["variant"]`` says which):
+
+    - ``"full"``: the whole benchmark, 5,749 / 1,500 / 1,379 pairs (train/dev/test), downloaded from the
+      Hugging Face Hub dataset ``sentence-transformers/stsb`` (pinned revision) into ``stsb/*.parquet``;
+    - ``"cc-by-sa-subset"``: the offline mirror's ``stsb-subset/sts-*.tsv``, the 1,000 / 375 / 375 pairs
+      whose text is plainly CC BY-SA (image captions + SNLI track), in the original layout.
+
+    The first data folder that has either wins (``data_dir`` → ``LABKIT_DATA_DIR`` → cache); within one
+    folder the full set is preferred. Teaches regression-style losses (CoSENT, AnglE, cosine similarity)
+    and Spearman-correlation evaluation. Cite Cer et al., SemEval-2017 Task 1.
+    """
+    split = _check_split("stsb", split, ("train", "dev", "test"))
+    candidates = [f"stsb/{split}.parquet", f"stsb-subset/sts-{split}.tsv"]
+    frame, path = _load_file("stsb", candidates, data_dir)
+    out = frame.reset_index(drop=True)
+    variant = "full" if path.suffix == ".parquet" else "cc-by-sa-subset"
+    out.attrs.update(dataset="stsb", split=split, variant=variant, source_files=[str(path)])
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# SNLI 1.0: mirror TSVs (dev, test) or the Stanford zip (all three splits) converted to the same TSVs
+# ----------------------------------------------------------------------------------------------------
+SNLI_ZIP_URL = "https://nlp.stanford.edu/projects/snli/snli_1.0.zip"
+SNLI_LABEL_NAMES = ["entailment", "neutral", "contradiction"]
+SNLI_ROWS = {"train": 549_367, "dev": 9_842, "test": 9_824}  # pairs with a gold label
+
+
+def _parse_snli_zip(path: Path) -> Path:
+    # A truncated zip has no central directory and fails to open; member CRCs are checked when extracted.
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+    missing = [f"snli_1.0/snli_1.0_{s}.jsonl" for s in SNLI_ROWS if f"snli_1.0/snli_1.0_{s}.jsonl" not in names]
+    if missing:
+        raise CorruptDataError(f"the archive lacks {missing}")
+    return path
+
+
+def _parse_snli_tsv(split: str) -> Callable[[Path], pd.DataFrame]:
+    def parse(path: Path) -> pd.DataFrame:
+        # fields holding quotes are CSV-quoted: default quoting, and "NA"/"None" are sentences, not missing
+        frame = pd.read_csv(path, sep="\t", keep_default_na=False, dtype={"premise": str, "hypothesis": str})
+        if list(frame.columns) != ["premise", "hypothesis", "label"]:
+            raise CorruptDataError(f"expected the columns premise, hypothesis, label; found {list(frame.columns)}")
+        _check_rows(frame, SNLI_ROWS[split])
+        if not frame["label"].isin([0, 1, 2]).all():
+            raise CorruptDataError("its labels are not all 0 (entailment), 1 (neutral) or 2 (contradiction)")
+        return frame
+    return parse
+
+
+def _fetch_snli_split(spec: DataFile, target: Path, progress: bool) -> None:
+    """Make ``snli/snli_1.0_<split>.tsv`` from the Stanford zip (downloaded once into the same folder)."""
+    split = re.search(r"snli_1\.0_(\w+)\.tsv", spec.relpath).group(1)
+    root = target.parents[1]  # target is <root>/snli/<name>.part
+    zip_spec = SOURCES["snli/snli_1.0.zip"]
+    zip_path = root / zip_spec.relpath
+    if not zip_path.is_file():
+        _download_into(zip_spec, root, progress)
+    label_ids = {name: i for i, name in enumerate(SNLI_LABEL_NAMES)}  # "-" (no gold label) is left out
+    rows = []
+    try:
+        with zipfile.ZipFile(zip_path) as archive, archive.open(f"snli_1.0/snli_1.0_{split}.jsonl") as handle:
+            # streamed: the train jsonl is ~0.5 GB of parse trees, of which we keep three fields
+            for line in io.TextIOWrapper(handle, encoding="utf-8"):
+                if line.strip():
+                    record = json.loads(line)
+                    if record["gold_label"] in label_ids:
+                        rows.append((record["sentence1"], record["sentence2"], label_ids[record["gold_label"]]))
+    except (zipfile.BadZipFile, KeyError, ValueError) as err:
+        zip_path.unlink()  # damaged: the next attempt downloads it again
+        raise CorruptDataError(f"{zip_path} is damaged ({err}); it has been deleted") from err
+    pd.DataFrame(rows, columns=["premise", "hypothesis", "label"]).to_csv(target, sep="\t", index=False)
+
+
+def load_snli(split: str = "dev", data_dir=None) -> pd.DataFrame:
+    """SNLI 1.0 sentence pairs with a 3-way inference label (pairs without a gold label removed).
+
+    Columns: ``premise``, ``hypothesis``, ``label`` (0 entailment, 1 neutral, 2 contradiction — the Hugging
+    Face convention), ``label_name``. Splits: ``"dev"`` 9,842, ``"test"`` 9,824 (both in the offline
+    mirror), ``"train"`` 549,367 (download only: the ~90 MB Stanford zip, fetched once). The default is
+    ``"dev"`` because it works offline. Teaches SoftmaxLoss (3-class NLI), contrastive pairs and
+    (anchor, positive, negative) triplets for MultipleNegativesRankingLoss: see :func:`snli_pairs` and
+    :func:`snli_triplets`. License CC BY-SA 4.0; cite Bowman et al., EMNLP 2015.
+    """
+    split = _check_split("snli", split, ("dev", "test", "train"))
+    frame, path = _load_file("snli", [f"snli/snli_1.0_{split}.tsv"], data_dir)
+    out = frame.reset_index(drop=True)
+    out["label"] = out["label"].astype(np.int64)
+    out["label_name"] = out["label"].map(dict(enumerate(SNLI_LABEL_NAMES))).astype(str)
+    out.attrs.update(dataset="snli", split=split, label_names=list(SNLI_LABEL_NAMES), source_files=[str(path)])
+    return out
+
+
+def snli_pairs(split: str = "dev", data_dir=None) -> pd.DataFrame:
+    """(anchor, positive) pairs: each premise with a hypothesis it entails. For MultipleNegativesRankingLoss."""
+    snli = load_snli(split, data_dir)
+    entailed = snli[snli["label"] == 0]
+    return pd.DataFrame({"anchor": entailed["premise"], "positive": entailed["hypothesis"]}).reset_index(drop=True)
+
+
+def snli_triplets(split: str = "dev", data_dir=None) -> pd.DataFrame:
+    """(anchor, positive, negative): a premise, a hypothesis it entails and one it contradicts.
+
+    Every (entailment, contradiction) combination of a premise is one row, in file order; premises
+    without both kinds are skipped. The contradiction is a *hard* negative: it reuses the premise's words.
+    """
+    snli = load_snli(split, data_dir)
+    entailed = snli.loc[snli["label"] == 0, ["premise", "hypothesis"]]
+    contradicted = snli.loc[snli["label"] == 2, ["premise", "hypothesis"]]
+    triplets = entailed.merge(contradicted, on="premise", how="inner", suffixes=("_pos", "_neg"))
+    return pd.DataFrame({"anchor": triplets["premise"], "positive": triplets["hypothesis_pos"],
+                         "negative": triplets["hypothesis_neg"]}).reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The registry of files and datasets
+# ----------------------------------------------------------------------------------------------------
+def _registry() -> Dict[str, DataFile]:
+    files = [
+        *(DataFile(f"banking77/{name}", BANKING77_URL + name,
+                   _parse_json if name.endswith(".json") else _parse_banking_csv, sha, _fetch_url)
+          for name, sha in BANKING77_SHA256.items()),
+        *(DataFile(f"gutenberg/{book.filename}", book.url, _parse_book(book), fetch=_fetch_url) for book in BOOKS),
+        DataFile("snli/snli_1.0.zip", SNLI_ZIP_URL, _parse_snli_zip, fetch=_fetch_url),
+        *(DataFile(f"snli/snli_1.0_{split}.tsv", SNLI_ZIP_URL, _parse_snli_tsv(split), fetch=_fetch_snli_split)
+          for split in SNLI_ROWS),
+        *(DataFile(f"stsb/{split}.parquet",
+                   hub_file_url(STSB_HUB_REPO, f"data/{hub_split}-00000-of-00001.parquet", STSB_HUB_REVISION),
+                   _parse_stsb_full(split), fetch=_fetch_hub)
+          for split, hub_split in STSB_HUB_SPLITS.items()),
+        *(DataFile(f"stsb-subset/sts-{split}.tsv", None, _parse_stsb_subset(split)) for split in STSB_SUBSET_ROWS),
+    ]
+    return {spec.relpath: spec for spec in files}
+
+
+SOURCES: Dict[str, DataFile] = _registry()
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the data card says about one dataset (see data/README.md)."""
+
+    name: str
+    title: str
+    loader: Callable[..., pd.DataFrame]
+    splits: Tuple[str, ...]
+    columns: Tuple[str, ...]
+    size: str
+    source_url: str
+    license: str
+    citation: str
+    teaches: str
+    # alternatives per split: download() makes the first one available in the cache
+    files: Tuple[Tuple[str, ...], ...] = field(default=(), repr=False)
+
+
+DATASETS: Dict[str, DatasetInfo] = {
+    "banking77": DatasetInfo(
+        "banking77", "Banking77 intent detection", load_banking77, ("train", "test"),
+        ("text", "label", "label_name"),
+        "13,083 queries (10,003 train / 3,080 test), 77 intent classes (35–187 train examples each)",
+        "https://github.com/PolyAI-LDN/task-specific-datasets (banking_data/, commit 57ec275)",
+        "CC BY 4.0",
+        "Casanueva, Temčinas, Gerz, Henderson, Vulić. Efficient Intent Detection with Dual Sentence Encoders. "
+        "NLP4ConvAI @ ACL 2020. arXiv:2003.04807",
+        "many classes of short, similar texts: P×K batches, batch-hard / batch-all triplet losses, retrieval metrics",
+        files=tuple((f"banking77/{name}",) for name in BANKING77_SHA256),
+    ),
+    "books": DatasetInfo(
+        "books", "Four Gutenberg books by chapter (the hard-triplet article's dataset)", load_books,
+        ("train", "dev", "test"), ("text", "label", "label_name", "book"),
+        "13,964 passages of 40 words (12,000 train / 964 dev / 1,000 test), 70 chapter classes, 4 books",
+        "https://www.gutenberg.org/ebooks/4300, /2814, /345, /1497",
+        "public domain (text from Project Gutenberg)",
+        "Joyce, Ulysses; Joyce, Dubliners; Stoker, Dracula; Plato, The Republic (tr. Jowett) — Project Gutenberg. "
+        "Task after R. J. N. Clarke, 'Fine-tune an embedding model with triplet margin loss in PyTorch', Medium 2024",
+        "hard negatives: chapters of the same book share style; triplet margin loss and online mining",
+        files=tuple((f"gutenberg/{book.filename}",) for book in BOOKS),
+    ),
+    "stsb": DatasetInfo(
+        "stsb", "STS Benchmark (semantic textual similarity)", load_stsb, ("train", "dev", "test"),
+        ("sentence1", "sentence2", "score"),
+        "full: 8,628 pairs (5,749 / 1,500 / 1,379); offline CC BY-SA subset: 1,750 (1,000 / 375 / 375); score 0–1",
+        "https://huggingface.co/datasets/sentence-transformers/stsb (from http://ixa2.si.ehu.eus/stswiki)",
+        "scores CC BY-SA 4.0; texts: mixed sources (the offline subset is the plainly CC BY-SA part)",
+        "Cer, Diab, Agirre, Lopez-Gazpio, Specia. SemEval-2017 Task 1: Semantic Textual Similarity Multilingual "
+        "and Crosslingual Focused Evaluation. SemEval 2017",
+        "graded similarity: CoSENT / AnglE / cosine-similarity regression losses, Spearman evaluation",
+        files=tuple((f"stsb/{split}.parquet", f"stsb-subset/sts-{split}.tsv") for split in STSB_HUB_SPLITS),
+    ),
+    "snli": DatasetInfo(
+        "snli", "Stanford Natural Language Inference 1.0", load_snli, ("dev", "test", "train"),
+        ("premise", "hypothesis", "label", "label_name"),
+        "569,033 gold-labelled pairs (549,367 train / 9,842 dev / 9,824 test), 3 classes",
+        "https://nlp.stanford.edu/projects/snli/ (snli_1.0.zip)",
+        "CC BY-SA 4.0",
+        "Bowman, Angeli, Potts, Manning. A large annotated corpus for learning natural language inference. EMNLP 2015",
+        "pairs and triplets: SoftmaxLoss, contrastive loss, MultipleNegativesRankingLoss with hard negatives",
+        files=tuple((f"snli/snli_1.0_{split}.tsv",) for split in ("dev", "test", "train")),
+    ),
+}
+
+
+def describe(name: Optional[str] = None) -> pd.DataFrame:
+    """A table of the datasets (or one of them): size, source, license, citation and what each teaches."""
+    names = list(DATASETS) if name is None else [_check_name(name)]
+    rows = [{"name": info.name, "title": info.title, "splits": ", ".join(info.splits),
+             "columns": ", ".join(info.columns), "size": info.size, "source": info.source_url,
+             "license": info.license, "citation": info.citation, "teaches": info.teaches}
+            for info in (DATASETS[n] for n in names)]
+    return pd.DataFrame(rows).set_index("name")
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or name.lower() not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; the known datasets are: {', '.join(DATASETS)}")
+    return name.lower()
+
+
+_SPLIT_ALIASES = {"validation": "dev", "val": "dev", "valid": "dev"}
+
+
+def _check_split(dataset: str, split: str, allowed: Tuple[str, ...]) -> str:
+    split = _SPLIT_ALIASES.get(split, split) if isinstance(split, str) else split
+    if split not in allowed:
+        raise ValueError(f"{dataset} has no split {split!r}; choose one of {', '.join(allowed)}")
+    return split
+
+
+def load_dataset(name: str, split: Optional[str] = None, **kwargs) -> pd.DataFrame:
+    """Load a dataset by name (``"banking77"``, ``"books"``, ``"stsb"``, ``"snli"``); ``split=None`` means
+    the loader's default (train, except SNLI: dev). Extra keyword arguments go to the loader."""
+    loader = DATASETS[_check_name(name)].loader
+    return loader(**kwargs) if split is None else loader(split, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Prefetching for a workshop on bad Wi-Fi
+# ----------------------------------------------------------------------------------------------------
+def _ensure_cached(dataset: str, candidates: Sequence[str], data_dir, progress: bool) -> Path:
+    """Make one of ``candidates`` present and valid in the cache: keep it, copy it from a data folder, or fetch it."""
+    cache = cache_dir()
+    for relpath in candidates:
+        path = cache / relpath
+        if path.is_file():
+            try:
+                _read_checked(SOURCES[relpath], path)
+                return path
+            except CorruptDataError as err:
+                warnings.warn(f"{path} in the labkit cache is corrupt ({err}); deleting it and fetching it again")
+                path.unlink()
+    for how, folder in _user_folders(data_dir):
+        for relpath in candidates:
+            source = folder / relpath
+            if source.is_file():
+                path, _ = _install(SOURCES[relpath], cache, lambda temp: shutil.copyfile(source, temp))
+                return path
+    _, path = _load_file(dataset, [r for r in candidates if SOURCES[r].fetch is not None], None, progress)
+    return path
+
+
+def download(names: Union[str, Iterable[str], None] = None, data_dir=None,
+             progress: bool = True) -> Dict[str, List[Path]]:
+    """Prefetch datasets into the cache (``$LABKIT_CACHE_DIR``, default ``~/.cache/labkit/datasets``).
+
+    ``names``: a dataset name, a list of them, or ``None`` for all (``banking77``, ``books``, ``stsb``,
+    ``snli``; SNLI includes its ~90 MB train zip). Files already valid in the cache are kept; files in
+    ``data_dir`` or ``$LABKIT_DATA_DIR`` (folders laid out like the mirror) are checked and copied;
+    the rest are downloaded from their original sources with a progress bar. Returns the cached paths
+    per dataset. Used by ``python -m labkit download [NAMES] [--data-dir DIR]``.
+    """
+    if names is None:
+        wanted = list(DATASETS)
+    else:
+        wanted = [_check_name(n) for n in ([names] if isinstance(names, str) else list(names))]
+    done: Dict[str, List[Path]] = {}
+    failures = []
+    for name in wanted:
+        done[name] = []
+        for candidates in DATASETS[name].files:
+            try:
+                done[name].append(_ensure_cached(name, candidates, data_dir, progress))
+            except (DataUnavailableError, CorruptDataError) as err:
+                failures.append(str(err))
+        if progress:
+            print(f"{name}: {len(done[name])} of {len(DATASETS[name].files)} files ready in {cache_dir()}")
+    if failures:
+        raise DataUnavailableError(f"{len(failures)} file(s) could not be fetched:\n\n" + "\n\n".join(failures))
+    return done
+
+
+# ----------------------------------------------------------------------------------------------------
+# Your own data
+# ----------------------------------------------------------------------------------------------------
+_READERS = {".csv": ",", ".tsv": "\t", ".jsonl": "jsonl", ".json": "json", ".parquet": "parquet"}
+
+
+def _read_table(path: Path, sep: Optional[str], text_columns: Sequence[str]) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    if suffix not in _READERS and sep is None:
+        raise ValueError(f"cannot read {path}: unknown file type {suffix!r}. Use one of "
+                         f"{', '.join(_READERS)} (or pass sep=... for another delimited text file)")
+    kind = sep if sep is not None else _READERS[suffix]
+    try:
+        if kind == "parquet":
+            return pd.read_parquet(path)
+        if kind == "jsonl":
+            return pd.read_json(path, lines=True, dtype=False)
+        if kind == "json":
+            return pd.read_json(path, dtype=False)
+        # texts stay strings ("NA", "123"); only empty cells are missing
+        return pd.read_csv(path, sep=kind, keep_default_na=False, na_values=[""],
+                           dtype={c: str for c in text_columns})
+    except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read {path} as {kind!r} ({type(err).__name__}: {err}); check the format "
+                         f"or pass sep=...") from err
+
+
+def _rows(mask: pd.Series) -> str:
+    bad = np.flatnonzero(mask.to_numpy())
+    shown = ", ".join(str(i) for i in bad[:10])
+    return f"{len(bad)} row(s), data rows {shown}{' …' if len(bad) > 10 else ''} (counting from 0)"
+
+
+def from_file(path, text_column: str = "text", label_column: Optional[str] = None,
+              score_column: Optional[str] = None, text_pair_column: Optional[str] = None,
+              sep: Optional[str] = None) -> pd.DataFrame:
+    """Load your own CSV / TSV / JSONL / JSON / parquet file into the columns labkit expects.
+
+    Returns ``text`` [, ``text_pair``] [, ``label`` (int), ``label_name``] [, ``score`` (float)].
+    String labels become ints 0..K-1 in sorted order of the names (kept in ``label_name`` and in
+    ``df.attrs["label_names"]``); integer labels are kept as they are. Scores are kept as given.
+
+    Clear errors for: a missing column (lists the columns the file has), empty or non-string texts and
+    missing labels or scores (says which rows), an unknown file type (lists the types that work).
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"no file at {path}")
+    text_columns = [c for c in (text_column, text_pair_column) if c is not None]
+    table = _read_table(path, sep, text_columns)
+    wanted = {"text": text_column, "text_pair": text_pair_column, "label": label_column, "score": score_column}
+    for role, column in wanted.items():
+        if column is not None and column not in table.columns:
+            raise ValueError(f"{path} has no column {column!r} (asked for as the {role} column); its columns "
+                             f"are: {', '.join(map(str, table.columns))}")
+    out = pd.DataFrame(index=table.index)
+    for role in ("text", "text_pair"):
+        if wanted[role] is None:
+            continue
+        values = table[wanted[role]]
+        is_text = values.map(lambda v: isinstance(v, str) and v.strip() != "")
+        if not is_text.all():
+            raise ValueError(f"{path}: column {wanted[role]!r} has empty or non-text values in {_rows(~is_text)}; "
+                             f"drop or fix those rows")
+        out[role] = values.astype(str)
+    if label_column is not None:
+        labels = table[label_column]
+        if labels.isna().any():
+            raise ValueError(f"{path}: column {label_column!r} has missing labels in {_rows(labels.isna())}; "
+                             f"drop or fill those rows")
+        if pd.api.types.is_integer_dtype(labels) or (
+                pd.api.types.is_float_dtype(labels) and (labels == np.round(labels)).all()):
+            out["label"] = labels.astype(np.int64)
+            out["label_name"] = out["label"].astype(str)
+            label_names = [str(v) for v in sorted(out["label"].unique())]
+        else:
+            names = labels.astype(str)
+            label_names = sorted(names.unique())
+            out["label"] = pd.Categorical(names, categories=label_names).codes.astype(np.int64)
+            out["label_name"] = names
+        out.attrs["label_names"] = label_names
+    if score_column is not None:
+        scores = pd.to_numeric(table[score_column], errors="coerce")
+        if scores.isna().any():
+            raise ValueError(f"{path}: column {score_column!r} has missing or non-numeric scores in "
+                             f"{_rows(scores.isna())}")
+        out["score"] = scores.astype(np.float64)
+    out = out.reset_index(drop=True)
+    out.attrs["source_files"] = [str(path)]
+    return out
+
+
+def train_dev_split(frame: pd.DataFrame, dev_size: Union[float, int] = 0.1, label_column: str = "label",
+                    seed: int = 42) -> Tuple[pd.DataFrame, pd.DataFrame]:
+    """Carve a deterministic, stratified dev set out of a training DataFrame: returns (train, dev).
+
+    ``dev_size``: a fraction (0 < f < 1) or a number of rows. Each class gives dev rows in proportion to its
+    size (largest-remainder rounding) but always keeps at least one row in train; which rows go is fixed
+    by ``seed``. Row order inside each part follows the input. Banking77 has no dev split: this makes one.
+    """
+    if label_column not in frame.columns:
+        raise ValueError(f"no column {label_column!r} to stratify on; the columns are "
+                         f"{', '.join(map(str, frame.columns))}")
+    n = len(frame)
+    total = int(round(dev_size * n)) if isinstance(dev_size, float) else int(dev_size)
+    if isinstance(dev_size, float) and not 0 < dev_size < 1 or not 0 < total < n:
+        raise ValueError(f"dev_size must be a fraction in (0, 1) or a row count in [1, {n - 1}], got {dev_size!r}")
+    labels = frame[label_column].reset_index(drop=True)
+    counts = labels.value_counts(sort=False)
+    per_class = _allocate(counts, total).clip(upper=counts - 1)
+    order = pd.Series(_stable_ranks(n, seed))
+    rank = order.groupby(labels).rank(method="first").astype(np.int64) - 1  # 0-based position inside its class
+    is_dev = (rank < labels.map(per_class)).to_numpy()
+    train = frame.iloc[np.flatnonzero(~is_dev)].reset_index(drop=True)
+    dev = frame.iloc[np.flatnonzero(is_dev)].reset_index(drop=True)
+    return train, dev
