@@ -1,0 +1,282 @@
+"""Pair losses: two embeddings and a 0/1 label that says "same meaning" (1) or "different meaning" (0).
+
+`ContrastiveLoss` (Hadsell et al. 2006) pulls every positive pair together and pushes every negative pair
+apart until it is `margin` away. `OnlineContrastiveLoss` does the same on the hard pairs of the batch only.
+Both follow sentence-transformers 6.2 (same names, parameters, defaults and reduction) but take embedding
+tensors instead of a model, so they can be studied on hand-made vectors.
+
+This module also holds the input checks the other loss modules share (one embedding column per text
+column, one label per pair), so that a wrong batch fails with a message instead of a broadcasting error.
+
+Taught in notebooks/04_pair_losses.ipynb.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["SiameseDistanceMetric", "ContrastiveLoss", "OnlineContrastiveLoss"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Input checks shared by the loss modules
+# --------------------------------------------------------------------------------------------------
+def check_embedding_columns(loss_name: str, *columns: Tensor, names: tuple[str, ...] | None = None) -> None:
+    """Raise a clear error unless every column is a (B, D) float tensor with the same B and D."""
+    names = names or tuple(f"column {i}" for i in range(len(columns)))
+    for name, column in zip(names, columns):
+        if not isinstance(column, Tensor):
+            raise TypeError(
+                f"{loss_name}: {name} must be a torch.Tensor of embeddings with shape (batch_size, dim), "
+                f"got {type(column).__name__}. Encode the texts with the model first."
+            )
+        if column.dim() != 2:
+            raise ValueError(
+                f"{loss_name}: {name} must have shape (batch_size, dim), got shape {tuple(column.shape)}. "
+                "Use .unsqueeze(0) for a single embedding."
+            )
+        if not column.is_floating_point():
+            raise TypeError(f"{loss_name}: {name} must hold floating-point embeddings, got {column.dtype}.")
+    batch_size, dim = columns[0].shape
+    if batch_size == 0:
+        raise ValueError(f"{loss_name}: the batch is empty; pass at least one example.")
+    for name, column in zip(names[1:], columns[1:]):
+        if column.shape[0] != batch_size:
+            raise ValueError(
+                f"{loss_name}: {names[0]} has {batch_size} rows but {name} has {column.shape[0]}: every column "
+                "must hold one embedding per example, in the same order."
+            )
+        if column.shape[1] != dim:
+            raise ValueError(
+                f"{loss_name}: {names[0]} has embedding size {dim} but {name} has {column.shape[1]}: "
+                "encode all columns with the same model."
+            )
+
+
+def check_labels(loss_name: str, labels, batch_size: int, device: torch.device) -> Tensor:
+    """Return the labels as a 1-D tensor of length `batch_size`, or raise a clear error."""
+    if labels is None:
+        raise ValueError(f"{loss_name} needs labels: one per pair.")
+    labels = torch.as_tensor(labels, device=device)
+    if labels.numel() != batch_size:
+        raise ValueError(
+            f"{loss_name} expects {batch_size} labels (one per pair), but got {labels.numel()} "
+            f"with shape {tuple(labels.shape)}."
+        )
+    return labels.reshape(-1)
+
+
+def check_binary_labels(loss_name: str, labels: Tensor) -> None:
+    """Raise unless every label is 0 or 1 (bool, int or float)."""
+    is_binary = (labels == 0) | (labels == 1)
+    if not bool(is_binary.all()):
+        bad = labels[~is_binary].unique()[:5].tolist()
+        raise ValueError(
+            f"{loss_name} expects labels 0 (different) or 1 (similar), got {bad}. For graded similarity "
+            "scores use CosineSimilarityLoss or CoSENTLoss instead."
+        )
+
+
+def _check_pair_batch(loss_name: str, emb_a: Tensor, emb_b: Tensor, labels) -> Tensor:
+    check_embedding_columns(loss_name, emb_a, emb_b, names=("emb_a", "emb_b"))
+    labels = check_labels(loss_name, labels, emb_a.shape[0], emb_a.device)
+    check_binary_labels(loss_name, labels)
+    return labels
+
+
+# --------------------------------------------------------------------------------------------------
+# Distances
+# --------------------------------------------------------------------------------------------------
+class SiameseDistanceMetric:
+    """Row-wise distances for the contrastive losses: `metric(x, y)[i]` is the distance of x[i] to y[i].
+
+    The same three functions as sentence-transformers' `SiameseDistanceMetric`, with the same values:
+
+    * EUCLIDEAN: ``||x - y + eps||_2`` (torch's `F.pairwise_distance`, eps = 1e-6),
+    * MANHATTAN: ``||x - y + eps||_1``,
+    * COSINE_DISTANCE: ``1 - cos(x, y)`` (the default: in [0, 2], so `margin=0.5` has a fixed meaning).
+
+    The tiny `eps` inside the norm is why identical embeddings (x == y) still get finite gradients:
+    the derivative of ``sqrt(s)`` at ``s = 0`` is infinite, and ``0 * inf`` is NaN.
+    Any callable ``(x, y) -> Tensor of shape (B,)`` can be used instead.
+    """
+
+    @staticmethod
+    def EUCLIDEAN(x: Tensor, y: Tensor) -> Tensor:  # noqa: N802 (sentence-transformers' name)
+        return F.pairwise_distance(x, y, p=2)
+
+    @staticmethod
+    def MANHATTAN(x: Tensor, y: Tensor) -> Tensor:  # noqa: N802
+        return F.pairwise_distance(x, y, p=1)
+
+    @staticmethod
+    def COSINE_DISTANCE(x: Tensor, y: Tensor) -> Tensor:  # noqa: N802
+        return 1 - F.cosine_similarity(x, y)
+
+
+def _distance_metric_name(metric: Callable) -> str:
+    for name in ("EUCLIDEAN", "MANHATTAN", "COSINE_DISTANCE"):
+        if metric is getattr(SiameseDistanceMetric, name):
+            return f"SiameseDistanceMetric.{name}"
+    return getattr(metric, "__name__", repr(metric))
+
+
+# --------------------------------------------------------------------------------------------------
+# Losses
+# --------------------------------------------------------------------------------------------------
+class ContrastiveLoss(nn.Module):
+    r"""Contrastive loss (Hadsell, Chopra & LeCun 2006): pull similar pairs together, push dissimilar ones apart.
+
+    Definition, for pairs :math:`(a_i, b_i)` with label :math:`y_i \in \{0, 1\}` and distance
+    :math:`d_i = d(a_i, b_i)`::
+
+        loss_i = 0.5 * ( y_i * d_i**2  +  (1 - y_i) * max(0, margin - d_i)**2 )
+        loss   = mean_i loss_i        (sum_i loss_i if size_average=False)
+
+    A positive pair (y = 1) costs its squared distance; a negative pair (y = 0) costs nothing once it is at
+    least `margin` apart, so the model is not asked to push unrelated texts infinitely far away.
+
+    Inputs:
+        ``loss(emb_a, emb_b, labels)``: two (B, D) embedding tensors (row i of each is pair i) and B labels,
+        1 if the pair is similar, 0 if not.
+
+    Args:
+        distance_metric: a function ``(x, y) -> (B,)`` distances; default
+            ``SiameseDistanceMetric.COSINE_DISTANCE`` (bounded in [0, 2], independent of embedding scale).
+        margin: negative pairs closer than this are penalised. 0.5 with cosine distance means "cosine
+            similarity below 0.5 is far enough". Rescale it if you switch to Euclidean distance.
+        size_average: average over the batch (default) instead of summing, so the learning rate does not
+            depend on the batch size.
+
+    When to use:
+        Data with (text, text, 0/1) rows, e.g. duplicate-question pairs (Quora) or paraphrase pairs.
+        `OnlineContrastiveLoss` usually trains better on the same data.
+
+    References:
+        Hadsell, Chopra & LeCun, "Dimensionality Reduction by Learning an Invariant Mapping", CVPR 2006.
+        Reimers & Gurevych, "Sentence-BERT", EMNLP 2019 (sentence-transformers' ContrastiveLoss).
+
+    Example:
+        >>> import torch
+        >>> from labkit.losses.pairs import ContrastiveLoss
+        >>> emb_a, emb_b = torch.randn(4, 8), torch.randn(4, 8)
+        >>> loss = ContrastiveLoss()(emb_a, emb_b, torch.tensor([1, 0, 1, 0]))
+        >>> loss.shape
+        torch.Size([])
+
+    Taught in notebooks/04_pair_losses.ipynb.
+    """
+
+    def __init__(
+        self,
+        distance_metric: Callable[[Tensor, Tensor], Tensor] = SiameseDistanceMetric.COSINE_DISTANCE,
+        margin: float = 0.5,
+        size_average: bool = True,
+    ) -> None:
+        super().__init__()
+        if not callable(distance_metric):
+            raise TypeError(
+                "distance_metric must be a function (x, y) -> distances, e.g. SiameseDistanceMetric.EUCLIDEAN."
+            )
+        self.distance_metric = distance_metric
+        self.margin = margin
+        self.size_average = size_average
+
+    def forward(self, emb_a: Tensor, emb_b: Tensor, labels: Tensor) -> Tensor:
+        labels = _check_pair_batch(type(self).__name__, emb_a, emb_b, labels)
+        distances = self.distance_metric(emb_a, emb_b)
+        labels = labels.to(distances.dtype)
+        positive_term = labels * distances.pow(2)
+        negative_term = (1 - labels) * F.relu(self.margin - distances).pow(2)
+        losses = 0.5 * (positive_term + negative_term)
+        return losses.mean() if self.size_average else losses.sum()
+
+    def get_config_dict(self) -> dict:
+        return {
+            "distance_metric": _distance_metric_name(self.distance_metric),
+            "margin": self.margin,
+            "size_average": self.size_average,
+        }
+
+
+class OnlineContrastiveLoss(nn.Module):
+    r"""Contrastive loss on the hard pairs of the batch only (sentence-transformers' OnlineContrastiveLoss).
+
+    Definition: with distances :math:`d_i` of the positive pairs P (label 1) and negative pairs N (label 0),
+
+    * hard positives: positives farther apart than the closest negative, ``d_p > min_{n in N} d_n``;
+    * hard negatives: negatives closer than the farthest positive, ``d_n < max_{p in P} d_p``;
+
+    ::
+
+        loss = sum_{hard p} d_p**2  +  sum_{hard n} max(0, margin - d_n)**2
+
+    Note the *sum* (not a mean) and no factor 0.5, as in sentence-transformers. Easy pairs, already on the
+    right side of every pair of the other kind, add nothing, so the gradient concentrates on the pairs
+    that still break the ranking.
+
+    Edge cases (as in sentence-transformers): a batch with no negative pairs compares positives to the
+    mean positive distance instead (positives farther than average are "hard"); a batch with no positive
+    pairs keeps negatives closer than the mean negative distance. A batch with no hard pair returns 0.
+
+    Inputs:
+        ``loss(emb_a, emb_b, labels)``: two (B, D) embedding tensors and B labels in {0, 1}.
+
+    Args:
+        distance_metric: ``(x, y) -> (B,)`` distances; default ``SiameseDistanceMetric.COSINE_DISTANCE``.
+        margin: hard negatives closer than this are pushed apart (0.5 in cosine distance by default).
+
+    When to use:
+        Same data as `ContrastiveLoss` ((text, text, 0/1) rows, e.g. Quora duplicates); it usually trains
+        better because it spends the gradient on the pairs that are still wrong. Use larger batches so each
+        batch holds some hard pairs.
+
+    References:
+        Hadsell, Chopra & LeCun, CVPR 2006 (the contrastive loss); sentence-transformers'
+        OnlineContrastiveLoss (Reimers & Gurevych 2019).
+
+    Example:
+        >>> import torch
+        >>> from labkit.losses.pairs import OnlineContrastiveLoss
+        >>> emb_a, emb_b = torch.randn(6, 8), torch.randn(6, 8)
+        >>> OnlineContrastiveLoss(margin=0.5)(emb_a, emb_b, torch.tensor([1, 1, 1, 0, 0, 0])).dim()
+        0
+
+    Taught in notebooks/04_pair_losses.ipynb.
+    """
+
+    def __init__(
+        self,
+        distance_metric: Callable[[Tensor, Tensor], Tensor] = SiameseDistanceMetric.COSINE_DISTANCE,
+        margin: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if not callable(distance_metric):
+            raise TypeError(
+                "distance_metric must be a function (x, y) -> distances, e.g. SiameseDistanceMetric.EUCLIDEAN."
+            )
+        self.distance_metric = distance_metric
+        self.margin = margin
+
+    def forward(self, emb_a: Tensor, emb_b: Tensor, labels: Tensor) -> Tensor:
+        labels = _check_pair_batch(type(self).__name__, emb_a, emb_b, labels)
+        distances = self.distance_metric(emb_a, emb_b)
+        positive_distances = distances[labels == 1]
+        negative_distances = distances[labels == 0]
+        has_positives, has_negatives = len(positive_distances) > 0, len(negative_distances) > 0
+
+        # Thresholds are compared, never differentiated: they only choose which pairs count.
+        farthest_positive = positive_distances.max() if has_positives else negative_distances.mean()
+        closest_negative = negative_distances.min() if has_negatives else positive_distances.mean()
+        hard_negatives = negative_distances[negative_distances < farthest_positive]
+        hard_positives = positive_distances[positive_distances > closest_negative]
+
+        positive_loss = hard_positives.pow(2).sum()
+        negative_loss = F.relu(self.margin - hard_negatives).pow(2).sum()
+        return positive_loss + negative_loss
+
+    def get_config_dict(self) -> dict:
+        return {"distance_metric": _distance_metric_name(self.distance_metric), "margin": self.margin}

@@ -1,0 +1,294 @@
+"""In-batch negatives: every other example of the batch serves as a negative, for free.
+
+* `MultipleNegativesRankingLoss` (MNRL, a.k.a. InfoNCE): for each anchor, pick its own positive out of all
+  the positives (and hard negatives) of the batch, with a softmax cross-entropy (Henderson et al. 2017;
+  van den Oord et al. 2018).
+* `MultipleNegativesSymmetricRankingLoss`: the same plus the reverse question (each positive picks its
+  anchor), averaged.
+* `ContrastiveTensionLossInBatchNegatives`: unsupervised; two encoders embed the same sentences and each
+  sentence must pick itself out of the batch (Carlsson et al. 2021).
+
+Same names, parameters, defaults and reductions as sentence-transformers 6.2, on embedding tensors.
+The similarity functions live in `labkit.similarity` (re-exported here for convenience).
+
+Taught in notebooks/07_in_batch_negatives.ipynb.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from labkit.losses.pairs import check_embedding_columns
+from labkit.similarity import cos_sim, dot_score, pairwise_cos_sim  # noqa: F401  (re-exported)
+
+__all__ = [
+    "MultipleNegativesRankingLoss",
+    "MultipleNegativesSymmetricRankingLoss",
+    "ContrastiveTensionLossInBatchNegatives",
+    "cos_sim",
+    "dot_score",
+    "pairwise_cos_sim",
+]
+
+VALID_DIRECTIONS = ("query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc")
+SAME_TYPE_DIRECTIONS = {"query_to_query", "doc_to_doc"}
+
+
+def _similarity_name(similarity_fct: Callable) -> str:
+    return getattr(similarity_fct, "__name__", repr(similarity_fct))
+
+
+def check_directions(directions: Sequence[str], partition_mode: str) -> tuple[str, ...]:
+    """Validate MNRL's `directions` and `partition_mode` (sentence-transformers' rules) and return the directions."""
+    if isinstance(directions, str):
+        directions = (directions,)
+    directions = tuple(directions)
+    if not directions:
+        raise ValueError("At least one direction must be specified, e.g. directions=('query_to_doc',).")
+    unknown = set(directions) - set(VALID_DIRECTIONS)
+    if unknown:
+        raise ValueError(f"Invalid directions: {sorted(unknown)}. Valid: {list(VALID_DIRECTIONS)}.")
+    if "query_to_doc" not in directions:
+        raise ValueError("'query_to_doc' direction is required (it contains the positive pair).")
+    if partition_mode not in ("joint", "per_direction"):
+        raise ValueError(f"partition_mode must be 'joint' or 'per_direction', got {partition_mode!r}.")
+    if partition_mode == "per_direction" and set(directions) & SAME_TYPE_DIRECTIONS:
+        raise ValueError(
+            "partition_mode='per_direction' requires every direction's candidates to include the positive pair; "
+            "'query_to_query' and 'doc_to_doc' never do. Use partition_mode='joint' with them."
+        )
+    return directions
+
+
+class MultipleNegativesRankingLoss(nn.Module):
+    r"""In-batch negatives cross-entropy (InfoNCE): each anchor must rank its own positive first.
+
+    Definition, for anchors :math:`a_i`, positives :math:`p_i` and optional hard negatives
+    :math:`n^{(1)}_i, ..., n^{(k)}_i` (i = 1..B), with candidates
+    :math:`c = [p_1..p_B, n^{(1)}_1..n^{(1)}_B, ...]` (B(1+k) of them)::
+
+        logits[i, j] = scale * sim(a_i, c_j)
+        loss = mean_i  -log( exp(logits[i, i]) / sum_j exp(logits[i, j]) )
+             = cross_entropy(logits, target=[0, 1, ..., B-1])
+
+    So the other B - 1 positives (and all hard negatives) are the negatives of anchor i. A batch that
+    contains the same positive twice therefore asks the model to tell a text from itself; sample batches
+    without duplicates (labkit.sampling's no-duplicates sampler).
+
+    Extra directions (sentence-transformers' ``directions``) add more logits to the softmax of row i:
+
+    * ``"doc_to_query"``: ``scale * sim(p_i, a_j)`` for all j (the positive must also pick its anchor);
+    * ``"query_to_query"``: ``scale * sim(a_i, a_j)``, j != i;
+    * ``"doc_to_doc"``: ``scale * sim(p_i, c_j)`` for the candidates c_j of other anchors.
+
+    ``partition_mode="joint"`` puts all of them in one softmax; ``"per_direction"`` computes one
+    log-normaliser per direction and averages them (the symmetric InfoNCE of CLIP and jina).
+
+    Inputs:
+        ``loss(anchor, positive, *negatives)``: (B, D) tensors; any number of hard-negative columns.
+
+    Args:
+        scale: multiplies the similarities (scale = 1 / temperature). 20 (temperature 0.05) suits cosine
+            similarity, whose range [-1, 1] would otherwise make a too-flat softmax.
+        similarity_fct: all-pairs similarity, default `cos_sim`; with `dot_score` use scale=1.
+        directions: which interaction terms; default ``("query_to_doc",)`` is the classic MNRL.
+        partition_mode: ``"joint"`` (default) or ``"per_direction"``.
+
+    When to use:
+        (anchor, positive) pairs, e.g. (question, answer), (query, passage), (sentence, paraphrase),
+        NLI (premise, entailment [, contradiction as hard negative]). The strongest general-purpose loss
+        when only positives are known; larger batches give more negatives (see
+        `CachedMultipleNegativesRankingLoss` to go beyond memory).
+
+    References:
+        Henderson et al., "Efficient Natural Language Response Suggestion for Smart Reply", 2017;
+        van den Oord, Li & Vinyals, "Representation Learning with Contrastive Predictive Coding" (InfoNCE), 2018;
+        Reimers & Gurevych, "Sentence-BERT", 2019 (sentence-transformers).
+
+    Example:
+        >>> import torch
+        >>> from labkit.losses.ranking import MultipleNegativesRankingLoss
+        >>> anchor, positive, hard_negative = torch.randn(3, 4, 8).unbind(0)
+        >>> MultipleNegativesRankingLoss()(anchor, positive, hard_negative).dim()
+        0
+        >>> symmetric = MultipleNegativesRankingLoss(directions=("query_to_doc", "doc_to_query"),
+        ...                                          partition_mode="per_direction")
+
+    Taught in notebooks/07_in_batch_negatives.ipynb.
+    """
+
+    def __init__(
+        self,
+        scale: float = 20.0,
+        similarity_fct: Callable[[Tensor, Tensor], Tensor] = cos_sim,
+        directions: Sequence[str] = ("query_to_doc",),
+        partition_mode: str = "joint",
+    ) -> None:
+        super().__init__()
+        if not scale > 0:
+            raise ValueError(f"scale must be positive (it is 1 / temperature), got {scale}.")
+        self.scale = scale
+        self.similarity_fct = similarity_fct
+        self.directions = check_directions(directions, partition_mode)
+        self.partition_mode = partition_mode
+
+    @property
+    def temperature(self) -> float:
+        return 1.0 / self.scale
+
+    def forward(self, anchor: Tensor, positive: Tensor, *negatives: Tensor) -> Tensor:
+        names = ("anchor", "positive") + tuple(f"negative {i + 1}" for i in range(len(negatives)))
+        check_embedding_columns(type(self).__name__, anchor, positive, *negatives, names=names)
+        logits = self.logits_by_direction(anchor, positive, *negatives)
+        rows = torch.arange(anchor.shape[0], device=anchor.device)
+        positive_logits = logits["query_to_doc"][rows, rows]  # candidate i is anchor i's positive
+        if self.partition_mode == "joint":
+            log_normaliser = torch.logsumexp(torch.cat(list(logits.values()), dim=1), dim=1)
+        else:
+            log_normaliser = torch.stack([torch.logsumexp(x, dim=1) for x in logits.values()]).mean(dim=0)
+        return (log_normaliser - positive_logits).mean()
+
+    def logits_by_direction(self, anchor: Tensor, positive: Tensor, *negatives: Tensor) -> dict[str, Tensor]:
+        """The scaled similarity rows each anchor i is normalised over, one (B, n) matrix per direction."""
+        batch_size = anchor.shape[0]
+        candidates = torch.cat([positive, *negatives], dim=0)  # (B * (1 + k), D)
+        own_anchor = torch.eye(batch_size, dtype=torch.bool, device=anchor.device)
+
+        similarities = {"query_to_doc": self.similarity_fct(anchor, candidates)}
+        if "query_to_query" in self.directions:
+            # An anchor compared with itself is not a negative.
+            similarities["query_to_query"] = self.similarity_fct(anchor, anchor).masked_fill(own_anchor, -math.inf)
+        if "doc_to_query" in self.directions:
+            similarities["doc_to_query"] = self.similarity_fct(anchor, positive).T
+        if "doc_to_doc" in self.directions:
+            # Candidates of the same anchor (its positive and its hard negatives) are not negatives of its positive.
+            same_anchor = own_anchor.repeat(1, 1 + len(negatives))
+            similarities["doc_to_doc"] = self.similarity_fct(candidates, positive).T.masked_fill(same_anchor, -math.inf)
+        return {direction: similarity * self.scale for direction, similarity in similarities.items()}
+
+    def get_config_dict(self) -> dict:
+        return {
+            "scale": self.scale,
+            "similarity_fct": _similarity_name(self.similarity_fct),
+            "directions": self.directions,
+            "partition_mode": self.partition_mode,
+        }
+
+
+class MultipleNegativesSymmetricRankingLoss(MultipleNegativesRankingLoss):
+    r"""Symmetric in-batch negatives: anchors pick their positive AND positives pick their anchor.
+
+    Definition (sentence-transformers' MultipleNegativesSymmetricRankingLoss), with
+    ``logits = scale * sim(anchors, candidates)``::
+
+        forward_i  = -log softmax_j(scale * sim(a_i, c_j))[i]      # over positives and hard negatives
+        backward_i = -log softmax_j(scale * sim(p_i, a_j))[i]      # over the anchors
+        loss = mean_i (forward_i + backward_i) / 2
+
+    It is `MultipleNegativesRankingLoss(directions=("query_to_doc", "doc_to_query"),
+    partition_mode="per_direction")`, given its own name for convenience (sentence-transformers 6.2 marks
+    its class deprecated in favour of that spelling; the values are the same).
+
+    Inputs:
+        ``loss(anchor, positive, *negatives)``: (B, D) tensors.
+
+    Args:
+        scale: 1 / temperature, default 20 (for cosine similarity).
+        similarity_fct: all-pairs similarity, default `cos_sim`.
+
+    When to use:
+        Pairs where both directions are queries you care about: (question, answer) retrieval in both
+        directions, translation pairs, paraphrases. The CLIP objective has this form.
+
+    References:
+        van den Oord et al. 2018 (InfoNCE); Radford et al., "CLIP", 2021; Günther et al.,
+        "Jina Embeddings 2", 2023.
+
+    Example:
+        >>> import torch
+        >>> from labkit.losses.ranking import MultipleNegativesSymmetricRankingLoss
+        >>> anchor, positive = torch.randn(4, 8), torch.randn(4, 8)
+        >>> MultipleNegativesSymmetricRankingLoss()(anchor, positive).dim()
+        0
+
+    Taught in notebooks/07_in_batch_negatives.ipynb.
+    """
+
+    def __init__(self, scale: float = 20.0, similarity_fct: Callable[[Tensor, Tensor], Tensor] = cos_sim) -> None:
+        super().__init__(
+            scale=scale,
+            similarity_fct=similarity_fct,
+            directions=("query_to_doc", "doc_to_query"),
+            partition_mode="per_direction",
+        )
+
+
+class ContrastiveTensionLossInBatchNegatives(nn.Module):
+    r"""Contrastive Tension with in-batch negatives (Carlsson et al. 2021): unsupervised, no labels.
+
+    Training set-up: two copies of the encoder start from the same weights; one (here "model 1") is an
+    independent, frozen or separately trained copy, the other ("model 2") is the one being trained and
+    kept. Each batch of sentences is encoded by *both*: ``emb_1 = model_1(batch)``, ``emb_2 = model_2(batch)``.
+    The loss does not own or copy any model (unlike sentence-transformers', which deep-copies its model):
+    the training code encodes the same sentences with the two encoders and passes both embeddings in.
+
+    Definition: with ``S = exp(logit_scale) * sim(emb_1, emb_2)`` (B x B), sentence i must pick itself::
+
+        loss = ( cross_entropy(S, [0..B-1]) + cross_entropy(S.T, [0..B-1]) ) / 2
+
+    a symmetric InfoNCE whose positives are the diagonal (the same sentence through the two encoders) and
+    whose negatives are the other sentences of the batch.
+
+    The scale is learnable, stored as sentence-transformers stores it: ``logit_scale = log(scale)``, an
+    ``nn.Parameter`` of the loss (learning its logarithm keeps the scale positive). Add
+    ``loss.parameters()`` to the optimizer to train it.
+
+    Inputs:
+        ``loss(emb_1, emb_2)``: two (B, D) tensors, the same B sentences through the two encoders.
+
+    Args:
+        scale: initial scale (inverse temperature), default 20.
+        similarity_fct: all-pairs similarity, default `cos_sim`.
+
+    When to use:
+        Unlabelled in-domain sentences only (no pairs, no scores): domain adaptation before or instead of
+        supervised training. Larger batches help.
+
+    References:
+        Carlsson et al., "Semantic Re-tuning with Contrastive Tension", ICLR 2021.
+
+    Example:
+        >>> import torch
+        >>> from labkit.losses.ranking import ContrastiveTensionLossInBatchNegatives
+        >>> loss_fn = ContrastiveTensionLossInBatchNegatives()
+        >>> emb_1, emb_2 = torch.randn(4, 8), torch.randn(4, 8)   # model_1(batch), model_2(batch)
+        >>> loss_fn(emb_1, emb_2).dim()
+        0
+
+    Taught in notebooks/07_in_batch_negatives.ipynb.
+    """
+
+    def __init__(self, scale: float = 20.0, similarity_fct: Callable[[Tensor, Tensor], Tensor] = cos_sim) -> None:
+        super().__init__()
+        if not scale > 0:
+            raise ValueError(f"scale must be positive, got {scale}.")
+        self.similarity_fct = similarity_fct
+        self.logit_scale = nn.Parameter(torch.ones([]) * math.log(scale))
+
+    @property
+    def scale(self) -> float:
+        """The current (learned) scale, exp(logit_scale)."""
+        return self.logit_scale.exp().item()
+
+    def forward(self, emb_1: Tensor, emb_2: Tensor) -> Tensor:
+        check_embedding_columns(type(self).__name__, emb_1, emb_2, names=("emb_1", "emb_2"))
+        logits = self.similarity_fct(emb_1, emb_2) * self.logit_scale.exp()
+        targets = torch.arange(len(logits), device=logits.device)
+        return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+
+    def get_config_dict(self) -> dict:
+        return {"scale": self.scale, "similarity_fct": _similarity_name(self.similarity_fct)}
