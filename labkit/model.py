@@ -333,7 +333,7 @@ def load_model(
         max_seq_length=max_seq_length or config.get("max_seq_length", limit),
         name_or_path=str(name_or_path or DEFAULT_MODEL),
     )
-    return model.to(device or _default_device())
+    return model.to(device or _default_device()).eval()  # dropout off until a training loop says otherwise
 
 
 def tiny_model(seed: int = 0, hidden_size: int = 32, num_layers: int = 2, pooling: str = "mean") -> EmbeddingModel:
@@ -353,7 +353,9 @@ def tiny_model(seed: int = 0, hidden_size: int = 32, num_layers: int = 2, poolin
         max_position_embeddings=512,
     )
     torch.manual_seed(seed)
-    return EmbeddingModel(BertModel(config, add_pooling_layer=False), tokenizer, pooling=pooling, max_seq_length=128, name_or_path="tiny-bert")
+    model = EmbeddingModel(BertModel(config, add_pooling_layer=False), tokenizer, pooling=pooling,
+                           max_seq_length=128, name_or_path="tiny-bert")
+    return model.eval()
 
 
 @contextmanager

@@ -23,6 +23,8 @@ def run(path: Path, timeout: int = 1800) -> float:
     NotebookClient(notebook, timeout=timeout, kernel_name="python3",
                    resources={"metadata": {"path": str(path.parent)}}).execute()
     notebook.metadata.pop("widgets", None)
+    for cell in notebook.cells:
+        cell.metadata.pop("execution", None)  # per-cell timestamps: noise in every diff
     nbformat.write(notebook, path)
     return time.perf_counter() - start
 

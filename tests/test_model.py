@@ -139,3 +139,11 @@ def test_tokenize_pads_only_to_the_longest_text(tiny):
     lengths = features["attention_mask"].sum(1)
     assert features["input_ids"].shape[1] == lengths.max().item()
     assert torch.equal(features["attention_mask"][0, lengths[0]:], torch.zeros_like(features["attention_mask"][0, lengths[0]:]))
+
+
+def test_loaded_models_start_in_eval_mode_so_forward_is_deterministic(minilm, tiny):
+    for model in (minilm, tiny):
+        assert not model.training and not model.transformer.training
+        model.encode(SENTENCES[:2])
+        features = model.tokenize(SENTENCES[:2])
+        torch.testing.assert_close(model(features), model(features))
