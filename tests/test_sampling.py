@@ -1,0 +1,384 @@
+"""Property tests for labkit.sampling.
+
+Every property is checked on a sweep of randomly generated label sets (seeded, bounded sizes: balanced,
+imbalanced, one dominant class, string labels) against plain-Python checks written here, and the epoch
+length against an independent greedy construction. (hypothesis is not a project dependency, so the sweep
+is a seeded list of cases rather than hypothesis strategies.)
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from labkit.sampling import (
+    FixedBatchSampler,
+    NoDuplicatesBatchSampler,
+    PKBatchSampler,
+    batch_composition,
+    example_usage,
+)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def random_pk_cases(count: int, seed: int = 1234):
+    """Random (labels, p, k) with every class >= k examples; a mix of shapes of class-size distributions."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for case in range(count):
+        k = int(rng.integers(2, 7))
+        p = int(rng.integers(2, 6))
+        num_classes = int(rng.integers(p, p + 12))
+        shape = case % 3
+        if shape == 0:  # balanced
+            sizes = np.full(num_classes, int(rng.integers(k, 5 * k)))
+        elif shape == 1:  # uneven
+            sizes = rng.integers(k, 6 * k, size=num_classes)
+        else:  # one class dominates the data
+            sizes = rng.integers(k, 3 * k, size=num_classes)
+            sizes[0] = int(rng.integers(20 * k, 40 * k))
+        labels = np.repeat(np.arange(num_classes), sizes)
+        rng.shuffle(labels)
+        cases.append((labels, p, k))
+    return cases
+
+
+PK_CASES = random_pk_cases(24)
+
+
+def greedy_largest_first_batch_count(labels, p: int, k: int) -> int:
+    """Independent count of full batches: repeatedly give a batch to the P classes with most groups left."""
+    groups = sorted((n // k for n in Counter(labels.tolist()).values()), reverse=True)
+    batches = 0
+    while len(groups) >= p and groups[p - 1] > 0:
+        for i in range(p):
+            groups[i] -= 1
+        groups = sorted((g for g in groups if g > 0), reverse=True)
+        batches += 1
+    return batches
+
+
+def check_pk_batch(batch, labels, p: int, k: int):
+    assert len(batch) == p * k
+    assert len(set(batch)) == len(batch), "an index repeats inside a batch"
+    per_class = Counter(labels[i] for i in batch)
+    assert len(per_class) == p
+    assert set(per_class.values()) == {k}
+
+
+# ------------------------------------------------------------------------------------------------ PKBatchSampler
+@pytest.mark.parametrize("case", range(len(PK_CASES)))
+def test_pk_batches_have_p_classes_of_k_distinct_examples_each(case):
+    labels, p, k = PK_CASES[case]
+    sampler = PKBatchSampler(labels, p=p, k=k, seed=case)
+    for epoch in range(2):
+        batches = sampler.batches_for_epoch(epoch)
+        for batch in batches:
+            assert all(isinstance(i, int) for i in batch)
+            check_pk_batch(batch, labels, p, k)
+
+
+@pytest.mark.parametrize("case", range(len(PK_CASES)))
+def test_pk_epoch_uses_each_example_at_most_once_and_has_the_largest_possible_length(case):
+    labels, p, k = PK_CASES[case]
+    sampler = PKBatchSampler(labels, p=p, k=k, seed=case)
+    batches = sampler.batches_for_epoch(0)
+    assert len(sampler) == len(batches) == greedy_largest_first_batch_count(labels, p, k)
+    usage = Counter(i for batch in batches for i in batch)
+    assert max(usage.values()) == 1
+
+
+@pytest.mark.parametrize("case", [c for c in range(len(PK_CASES)) if c % 3 == 0])
+def test_pk_epoch_covers_almost_every_example_of_balanced_data(case):
+    labels, p, k = PK_CASES[case]
+    num_classes = len(set(labels.tolist()))
+    used = {i for batch in PKBatchSampler(labels, p=p, k=k).batches_for_epoch(0) for i in batch}
+    # Left out at most: each class's remainder (< k) and the groups that do not fill a last batch (< p).
+    assert len(used) >= len(labels) - num_classes * (k - 1) - (p - 1) * k
+
+
+def test_pk_leftovers_rotate_so_over_epochs_every_example_is_used():
+    labels = np.repeat(np.arange(5), 7)  # 7 % 3 = 1 example per class sits out each epoch
+    sampler = PKBatchSampler(labels, p=2, k=3, seed=0)
+    seen = {i for epoch in range(12) for batch in sampler.batches_for_epoch(epoch) for i in batch}
+    assert seen == set(range(len(labels)))
+
+
+def test_pk_is_deterministic_for_a_seed_and_differs_between_seeds_and_epochs():
+    labels, p, k = PK_CASES[1]
+    first, again = PKBatchSampler(labels, p, k, seed=7), PKBatchSampler(labels, p, k, seed=7)
+    assert list(first) == list(again)
+    assert list(first) == list(again)  # second pass: both moved on to epoch 1 together
+    other_seed = PKBatchSampler(labels, p, k, seed=8)
+    assert other_seed.batches_for_epoch(0) != first.batches_for_epoch(0)
+    assert first.batches_for_epoch(0) != first.batches_for_epoch(1)
+
+
+def test_pk_iteration_advances_the_epoch_and_set_epoch_replays_one():
+    labels, p, k = PK_CASES[2]
+    sampler = PKBatchSampler(labels, p, k, seed=3)
+    epoch0, epoch1 = list(sampler), list(sampler)
+    assert epoch0 != epoch1
+    assert epoch0 == sampler.batches_for_epoch(0) and epoch1 == sampler.batches_for_epoch(1)
+    sampler.set_epoch(0)
+    assert list(sampler) == epoch0
+    sampler.batches_for_epoch(5)  # inspecting an epoch does not move the sampler
+    assert list(sampler) == epoch1
+
+
+def test_pk_gives_the_same_batches_for_every_label_container():
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 8, size=200)
+    names = np.array([f"class_{c:02d}" for c in range(8)])  # zero-padded: sorts like the codes
+    containers = [
+        codes.tolist(),
+        codes,
+        torch.as_tensor(codes),
+        pd.Series(codes),
+        names[codes].tolist(),
+        pd.Series(names[codes]),
+        codes.astype(float),  # integral floats are accepted as class labels
+    ]
+    expected = PKBatchSampler(codes, p=3, k=4, seed=5).batches_for_epoch(0)
+    for labels in containers:
+        assert PKBatchSampler(labels, p=3, k=4, seed=5).batches_for_epoch(0) == expected
+
+
+def test_pk_works_as_a_dataloader_batch_sampler():
+    labels, p, k = PK_CASES[4]
+    dataset = TensorDataset(torch.arange(len(labels)), torch.as_tensor(labels))
+    loader = DataLoader(dataset, batch_sampler=PKBatchSampler(labels, p=p, k=k, seed=0))
+    seen = []
+    for indices, batch_labels in loader:
+        assert torch.equal(batch_labels, torch.as_tensor(labels)[indices])
+        assert sorted(Counter(batch_labels.tolist()).values()) == [k] * p
+        seen.extend(indices.tolist())
+    assert len(seen) == len(loader) * p * k and len(set(seen)) == len(seen)
+
+
+def test_pk_refuses_small_classes_naming_them_and_suggesting_fixes():
+    labels = ["big"] * 10 + ["tiny"] * 2 + ["small"] * 3 + ["other"] * 10
+    with pytest.raises(ValueError) as error:
+        PKBatchSampler(labels, p=2, k=4)
+    message = str(error.value)
+    assert "'tiny'" in message and "'small'" in message and "'big'" not in message
+    assert "allow_replacement=True" in message and "smaller k" in message
+
+
+def test_pk_refuses_fewer_classes_than_p():
+    with pytest.raises(ValueError, match="p=3"):
+        PKBatchSampler([0] * 10 + [1] * 10, p=3, k=2)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        (dict(p=1, k=4), ValueError),
+        (dict(p=2, k=1), ValueError),
+        (dict(p=2.0, k=4), TypeError),
+        (dict(p=2, k=4, seed=-1), ValueError),
+    ],
+)
+def test_pk_checks_its_arguments(kwargs, error):
+    with pytest.raises(error):
+        PKBatchSampler(np.repeat(np.arange(4), 8), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "labels, error, words",
+    [
+        ([0.1, 0.5, 0.9, 0.3], ValueError, "scores"),
+        ([1.0, np.nan, 2.0, 1.0], ValueError, "NaN"),
+        (["a", None, "b", "a"], ValueError, "missing"),
+        (np.zeros((4, 2)), ValueError, "one-dimensional"),
+        ([], ValueError, "empty"),
+        ("aabb", TypeError, "sequence"),
+    ],
+)
+def test_pk_rejects_labels_that_are_not_class_labels(labels, error, words):
+    with pytest.raises(error, match=words):
+        PKBatchSampler(labels, p=2, k=2)
+
+
+def test_pk_replacement_tops_up_small_classes_and_those_are_the_only_repeats():
+    labels = np.array([0] * 3 + [1] * 2 + [2] * 9 + [3] * 12)  # k=4: classes 0 and 1 are short
+    sampler = PKBatchSampler(labels, p=2, k=4, seed=0, allow_replacement=True)
+    sizes = Counter(labels.tolist())
+    for epoch in range(10):
+        batches = sampler.batches_for_epoch(epoch)
+        assert len(batches) == len(sampler)
+        usage = Counter()
+        for batch in batches:
+            assert len(batch) == 8 and sorted(Counter(labels[i] for i in batch).values()) == [4, 4]
+            for label in set(labels[i] for i in batch):
+                members = [i for i in batch if labels[i] == label]
+                if sizes[label] < 4:  # all of the class, plus k - n draws among them
+                    assert set(members) == set(np.flatnonzero(labels == label).tolist())
+                    assert len(members) - len(set(members)) == 4 - sizes[label]
+                else:
+                    assert len(set(members)) == 4
+            usage.update(i for i in batch if sizes[labels[i]] >= 4)
+        assert not usage or max(usage.values()) == 1  # full-size classes: at most once per epoch
+
+
+def test_pk_replacement_still_refuses_single_example_classes():
+    with pytest.raises(ValueError, match="single example"):
+        PKBatchSampler([0] * 5 + [1] * 5 + [2], p=2, k=4, allow_replacement=True)
+
+
+# ------------------------------------------------------------------------------------------------ FixedBatchSampler
+def test_fixed_sampler_gives_the_same_valid_batches_every_epoch():
+    labels, p, k = PK_CASES[3]
+    sampler = FixedBatchSampler(labels, p=p, k=k, seed=11)
+    first = list(sampler)
+    sampler.set_epoch(4)
+    assert list(sampler) == first and len(sampler) == len(first) > 0
+    for batch in first:
+        check_pk_batch(batch, labels, p, k)
+    assert FixedBatchSampler(labels, p=p, k=k, seed=11).batches == first
+    assert len(FixedBatchSampler(labels, p=p, k=k, seed=11, max_batches=2)) == 2
+
+
+def test_fixed_sampler_batches_cannot_be_changed_through_iteration():
+    sampler = FixedBatchSampler(np.repeat(np.arange(3), 4), p=2, k=2)
+    for batch in sampler:
+        batch.append(-1)
+    assert all(-1 not in batch for batch in sampler)
+
+
+# ------------------------------------------------------------------------------------------------ NoDuplicates
+def random_pair_cases(count: int, seed: int = 99):
+    """(rows of (anchor, positive), batch_size) with duplicated texts, some shared across columns."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for case in range(count):
+        rows = int(rng.integers(40, 300))
+        distinct_positives = int(rng.integers(8, rows))
+        anchors = [f"q{int(i)}" for i in rng.integers(0, rows, size=rows)]
+        positives = [f"a{int(i)}" for i in rng.integers(0, distinct_positives, size=rows)]
+        for i in rng.choice(rows, size=rows // 10, replace=False):  # some anchors reappear as positives
+            positives[i] = anchors[int(rng.integers(0, rows))]
+        cases.append((list(zip(anchors, positives)), int(rng.integers(2, 9))))
+    return cases
+
+
+PAIR_CASES = random_pair_cases(12)
+
+
+@pytest.mark.parametrize("case", range(len(PAIR_CASES)))
+def test_no_duplicates_batches_share_no_text_and_use_rows_at_most_once(case):
+    pairs, batch_size = PAIR_CASES[case]
+    sampler = NoDuplicatesBatchSampler(pairs, batch_size=batch_size, seed=case)
+    for epoch in range(2):
+        batches = sampler.batches_for_epoch(epoch)
+        assert len(batches) > 0
+        for batch in batches:
+            assert len(batch) == batch_size
+            texts = [text for i in batch for text in set(pairs[i])]
+            assert len(texts) == len(set(texts)), "two rows of a batch share a text"
+        usage = Counter(i for batch in batches for i in batch)
+        assert max(usage.values()) == 1
+        assert len(batches) <= len(pairs) // batch_size
+
+
+def test_no_duplicates_without_duplicates_is_a_plain_shuffle_of_full_length():
+    pairs = [(f"q{i}", f"a{i}") for i in range(103)]
+    sampler = NoDuplicatesBatchSampler(pairs, batch_size=10, seed=0)
+    batches = list(sampler)
+    assert len(batches) == len(sampler.batches_for_epoch(0)) == 103 // 10
+    assert len({i for batch in batches for i in batch}) == 100
+
+
+def test_no_duplicates_len_matches_iteration_and_epochs_are_reproducible():
+    pairs, batch_size = PAIR_CASES[0]
+    sampler = NoDuplicatesBatchSampler(pairs, batch_size, seed=4)
+    length = len(sampler)
+    epoch0 = list(sampler)
+    assert len(epoch0) == length
+    assert list(sampler) != epoch0  # the next epoch reshuffles
+    sampler.set_epoch(0)
+    assert list(sampler) == epoch0 == NoDuplicatesBatchSampler(pairs, batch_size, seed=4).batches_for_epoch(0)
+
+
+def test_no_duplicates_keep_last_places_every_row_exactly_once():
+    pairs, _ = PAIR_CASES[1]
+    batches = NoDuplicatesBatchSampler(pairs, batch_size=6, seed=0, drop_last=False).batches_for_epoch(0)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(pairs)))
+    for batch in batches:
+        texts = [text for i in batch for text in set(pairs[i])]
+        assert len(texts) == len(set(texts))
+
+
+def test_no_duplicates_accepts_single_texts_and_dataframes():
+    texts = ["a", "b", "a", "c", "d", "b", "e", "f"]
+    for batch in NoDuplicatesBatchSampler(texts, batch_size=3, seed=1).batches_for_epoch(0):
+        assert len({texts[i] for i in batch}) == 3
+    frame = pd.DataFrame({"anchor": ["x", "y", "z", "w"], "positive": ["y", "p", "q", "r"]})
+    for batch in NoDuplicatesBatchSampler(frame, batch_size=2, seed=0, drop_last=False).batches_for_epoch(0):
+        assert not {0, 1} <= set(batch)  # row 0's positive is row 1's anchor
+
+
+def test_no_duplicates_works_as_a_dataloader_batch_sampler():
+    pairs, batch_size = PAIR_CASES[2]
+    sampler = NoDuplicatesBatchSampler(pairs, batch_size, seed=0)
+    loader = DataLoader(list(range(len(pairs))), batch_sampler=sampler)
+    assert sum(1 for _ in loader) == len(sampler.batches_for_epoch(0))
+
+
+@pytest.mark.parametrize(
+    "rows, batch_size, error, words",
+    [
+        ([("q", "same")] * 10, 2, ValueError, "too few distinct"),
+        ([("a", "b"), ("c", "d")], 3, ValueError, "larger than"),
+        ([("a", "b"), ("c",)], 2, ValueError, "same number"),
+        ([("a", "b"), ("c", None), ("e", "f")], 2, ValueError, "missing"),
+        ([("a", "b"), ("c", "d")], 1, ValueError, ">= 2"),
+        ("abc", 2, TypeError, "single string"),
+    ],
+)
+def test_no_duplicates_explains_bad_input(rows, batch_size, error, words):
+    with pytest.raises(error, match=words):
+        NoDuplicatesBatchSampler(rows, batch_size=batch_size)
+
+
+# ------------------------------------------------------------------------------------------------ inspection
+def test_batch_composition_matches_counting_by_hand():
+    rng = np.random.default_rng(3)
+    labels = rng.choice(["x", "y", "z", "w"], size=40)
+    batches = [rng.integers(0, 40, size=int(rng.integers(1, 12))).tolist() for _ in range(15)]
+    table = batch_composition(batches, labels)
+    assert len(table) == len(batches)
+    for row, batch in zip(table.itertuples(), batches):
+        counts = Counter(labels[i] for i in batch)
+        assert row.size == len(batch)
+        assert row.n_classes == len(counts)
+        assert row.min_per_class == min(counts.values()) and row.max_per_class == max(counts.values())
+        assert row.n_repeats == len(batch) - len(set(batch))
+        assert row.class_counts == dict(counts)
+
+
+def test_batch_composition_of_pk_batches_shows_p_classes_of_k_and_no_repeats():
+    labels, p, k = PK_CASES[5]
+    table = batch_composition(PKBatchSampler(labels, p, k).batches_for_epoch(0), labels)
+    assert (table.n_classes == p).all() and (table.min_per_class == k).all() and (table.n_repeats == 0).all()
+
+
+def test_example_usage_counts_like_counter():
+    batches = [[0, 3, 3], [5, 0], []]
+    counter = Counter(i for batch in batches for i in batch)
+    assert example_usage(batches, 7).tolist() == [counter.get(i, 0) for i in range(7)]
+    with pytest.raises(ValueError, match="outside"):
+        example_usage([[0, 9]], 5)
+    with pytest.raises(ValueError, match="outside"):
+        batch_composition([[0, 9]], [0, 1, 2])
+
+
+def test_pk_handles_a_large_dataset_quickly():
+    labels = np.random.default_rng(0).integers(0, 500, size=200_000)
+    sampler = PKBatchSampler(labels, p=16, k=8)
+    batches = sampler.batches_for_epoch(0)  # vectorised: well under a second here
+    assert len(batches) == len(sampler) and len(batches[0]) == 128
