@@ -41,7 +41,7 @@ def gradient_step(loss_fn: Callable[..., Tensor], *inputs: Tensor, lr: float = 0
     after = [b - lr * g if b.is_floating_point() else b for b, g in zip(before, gradients)]
     with torch.no_grad():
         loss_after = float(loss_fn(*after, **kwargs))
-    return GradientStep(float(value), gradients, before, after, loss_after)
+    return GradientStep(float(value.detach()), gradients, before, after, loss_after)
 
 
 def movement_table(points: Tensor, gradient: Tensor, lr: float, names: Sequence[str] | None = None):
@@ -52,8 +52,9 @@ def movement_table(points: Tensor, gradient: Tensor, lr: float, names: Sequence[
     rows = []
     for name, p, g in zip(names, points.tolist(), gradient.tolist()):
         new = [a - lr * b for a, b in zip(p, g)]
-        rows.append({"point": name, "position": np.round(p, 4).tolist(), "gradient": np.round(g, 4).tolist(),
-                     "moves to": np.round(new, 4).tolist()})
+        # + 0.0 turns -0.0 into 0.0, so a point that does not move prints as 0.0
+        rows.append({"point": name, "position": (np.round(p, 4) + 0.0).tolist(),
+                     "gradient": (np.round(g, 4) + 0.0).tolist(), "moves to": (np.round(new, 4) + 0.0).tolist()})
     return pd.DataFrame(rows).set_index("point")
 
 

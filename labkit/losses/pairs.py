@@ -12,13 +12,17 @@ Taught in notebooks/04_pair_losses.ipynb.
 """
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["SiameseDistanceMetric", "ContrastiveLoss", "OnlineContrastiveLoss"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["SiameseDistanceMetric", "ContrastiveLoss", "OnlineContrastiveLoss", "LossExplanation"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -85,6 +89,44 @@ def _check_pair_batch(loss_name: str, emb_a: Tensor, emb_b: Tensor, labels) -> T
     labels = check_labels(loss_name, labels, emb_a.shape[0], emb_a.device)
     check_binary_labels(loss_name, labels)
     return labels
+
+
+# --------------------------------------------------------------------------------------------------
+# Explanations: every intermediate quantity of one loss evaluation, for worked examples
+# --------------------------------------------------------------------------------------------------
+@dataclass(repr=False)
+class LossExplanation:
+    """What a pair loss computed on one batch, step by step: returned by the losses' `explain` methods.
+
+    * `per_pair`: a DataFrame with one row per pair (label, distance or similarity, which pairs were
+      selected, the pair's term of the loss);
+    * `loss`: the reduction of those terms: equal to the loss's forward value on the same batch;
+    * `reduction`: the reduction in words ("mean of loss_i over 6 pairs");
+    * `details`: what is not per pair (thresholds, CoSENT's pairs of pairs, SoftmaxLoss's features).
+
+    ``print(explanation)`` shows the table and the reduction. Taught in notebooks/04_pair_losses.ipynb
+    and notebooks/06_similarity_losses.ipynb.
+    """
+
+    per_pair: pd.DataFrame
+    loss: float
+    reduction: str
+    details: dict = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        table = self.per_pair.to_string(float_format=_six_decimals)
+        return f"{table}\nloss = {self.reduction} = {_six_decimals(self.loss)}"
+
+    __repr__ = __str__
+
+
+def _six_decimals(value: float) -> str:
+    text = f"{value:.6f}"
+    return "0.000000" if text == "-0.000000" else text  # -0.0 and 0.0 are the same number to a reader
+
+
+def _as_floats(values: Tensor) -> list[float]:
+    return [float(v) for v in values.detach().cpu().tolist()]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -194,6 +236,37 @@ class ContrastiveLoss(nn.Module):
         losses = 0.5 * (positive_term + negative_term)
         return losses.mean() if self.size_average else losses.sum()
 
+    @torch.no_grad()
+    def explain(self, emb_a: Tensor, emb_b: Tensor, labels: Tensor) -> LossExplanation:
+        """Every step of `forward` on this batch, as numbers you can check by hand.
+
+        `per_pair` columns: ``label`` y, ``distance`` d, ``positive_term`` y·d², ``negative_term``
+        (1 − y)·max(0, margin − d)², ``loss_i`` = ½(positive_term + negative_term). `loss` is their mean
+        (or sum, if ``size_average=False``) and equals ``forward(emb_a, emb_b, labels)``.
+
+        Taught in notebooks/04_pair_losses.ipynb.
+        """
+        import pandas as pd
+
+        labels = _check_pair_batch(type(self).__name__, emb_a, emb_b, labels)
+        distances = self.distance_metric(emb_a, emb_b)
+        y = labels.to(distances.dtype)
+        positive_term = y * distances.pow(2)
+        negative_term = (1 - y) * F.relu(self.margin - distances).pow(2)
+        losses = 0.5 * (positive_term + negative_term)
+        loss = losses.mean() if self.size_average else losses.sum()
+        per_pair = pd.DataFrame({
+            "label": labels.int().cpu().tolist(),
+            "distance": _as_floats(distances),
+            "positive_term": _as_floats(positive_term),
+            "negative_term": _as_floats(negative_term),
+            "loss_i": _as_floats(losses),
+        })
+        per_pair.index.name = "pair"
+        how = "mean" if self.size_average else "sum"
+        return LossExplanation(per_pair, float(loss), f"{how} of loss_i over {len(losses)} pairs",
+                               {"margin": self.margin, "distance_metric": _distance_metric_name(self.distance_metric)})
+
     def get_config_dict(self) -> dict:
         return {
             "distance_metric": _distance_metric_name(self.distance_metric),
@@ -277,6 +350,60 @@ class OnlineContrastiveLoss(nn.Module):
         positive_loss = hard_positives.pow(2).sum()
         negative_loss = F.relu(self.margin - hard_negatives).pow(2).sum()
         return positive_loss + negative_loss
+
+    @torch.no_grad()
+    def explain(self, emb_a: Tensor, emb_b: Tensor, labels: Tensor) -> LossExplanation:
+        """Which pairs `forward` selects as hard on this batch, and what each one adds.
+
+        `per_pair` columns: ``label``, ``distance`` d, ``threshold`` (what the pair was compared with: the
+        closest negative's distance for a positive, the farthest positive's for a negative), ``hard``
+        (selected or not), ``loss_i`` (d² for a hard positive, max(0, margin − d)² for a hard negative,
+        0 otherwise). `loss` is the sum of ``loss_i`` and equals ``forward(emb_a, emb_b, labels)``.
+        `details` holds both thresholds, the rule that produced each, and the hard pairs' indices.
+
+        Taught in notebooks/04_pair_losses.ipynb.
+        """
+        import pandas as pd
+
+        labels = _check_pair_batch(type(self).__name__, emb_a, emb_b, labels)
+        distances = self.distance_metric(emb_a, emb_b)
+        is_positive = labels == 1
+        positive_distances, negative_distances = distances[is_positive], distances[~is_positive]
+        has_positives, has_negatives = len(positive_distances) > 0, len(negative_distances) > 0
+        if has_positives:
+            farthest_positive, negative_rule = positive_distances.max(), "the farthest positive's distance"
+        else:
+            farthest_positive, negative_rule = negative_distances.mean(), "the mean negative distance (no positives)"
+        if has_negatives:
+            closest_negative, positive_rule = negative_distances.min(), "the closest negative's distance"
+        else:
+            closest_negative, positive_rule = positive_distances.mean(), "the mean positive distance (no negatives)"
+
+        threshold = torch.where(is_positive, closest_negative, farthest_positive)
+        hard = torch.where(is_positive, distances > closest_negative, distances < farthest_positive)
+        terms = torch.where(is_positive, distances.pow(2), F.relu(self.margin - distances).pow(2))
+        losses = torch.where(hard, terms, torch.zeros_like(terms))
+        per_pair = pd.DataFrame({
+            "label": labels.int().cpu().tolist(),
+            "distance": _as_floats(distances),
+            "threshold": _as_floats(threshold),
+            "hard": hard.cpu().tolist(),
+            "loss_i": _as_floats(losses),
+        })
+        per_pair.index.name = "pair"
+        indices = torch.arange(len(labels), device=labels.device)
+        details = {
+            "margin": self.margin,
+            "distance_metric": _distance_metric_name(self.distance_metric),
+            "positive_threshold": float(closest_negative),
+            "positive_threshold_is": positive_rule,
+            "negative_threshold": float(farthest_positive),
+            "negative_threshold_is": negative_rule,
+            "hard_positives": indices[hard & is_positive].tolist(),
+            "hard_negatives": indices[hard & ~is_positive].tolist(),
+        }
+        return LossExplanation(per_pair, float(losses.sum()), f"sum of loss_i over the {int(hard.sum())} hard pairs",
+                               details)
 
     def get_config_dict(self) -> dict:
         return {"distance_metric": _distance_metric_name(self.distance_metric), "margin": self.margin}

@@ -14,12 +14,13 @@ Taught in notebooks/06_similarity_losses.ipynb.
 """
 from __future__ import annotations
 
-from typing import Callable
+import copy
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from labkit.losses.pairs import check_embedding_columns, check_labels
+from labkit.losses.pairs import LossExplanation, _as_floats, check_embedding_columns, check_labels
 from labkit.similarity import pairwise_angle_sim, pairwise_cos_sim
 
 __all__ = ["CosineSimilarityLoss", "CoSENTLoss", "AnglELoss", "SoftmaxLoss"]
@@ -28,6 +29,24 @@ __all__ = ["CosineSimilarityLoss", "CoSENTLoss", "AnglELoss", "SoftmaxLoss"]
 def _check_scored_pairs(loss_name: str, emb_a: Tensor, emb_b: Tensor, labels) -> Tensor:
     check_embedding_columns(loss_name, emb_a, emb_b, names=("emb_a", "emb_b"))
     return check_labels(loss_name, labels, emb_a.shape[0], emb_a.device)
+
+
+def _per_item_loss(loss_name: str, loss_fct, predicted: Tensor, target: Tensor) -> tuple[Tensor, Tensor, str]:
+    """`loss_fct` item by item: (per-item terms, their reduction, the reduction's name).
+
+    Works for the torch losses with a `reduction` of "mean" or "sum" and no class weights (MSELoss,
+    L1Loss, CrossEntropyLoss, ...): a copy with reduction="none" gives one term per item.
+    """
+    reduction = getattr(loss_fct, "reduction", None)
+    if reduction not in ("mean", "sum") or getattr(loss_fct, "weight", None) is not None:
+        raise TypeError(
+            f"{loss_name}.explain needs a loss_fct such as nn.MSELoss() or nn.CrossEntropyLoss(): a torch loss "
+            f"with reduction 'mean' or 'sum' and no class weights; got {loss_fct!r}."
+        )
+    per_item_fct = copy.copy(loss_fct)
+    per_item_fct.reduction = "none"
+    terms = per_item_fct(predicted, target)
+    return terms, (terms.mean() if reduction == "mean" else terms.sum()), reduction
 
 
 class CosineSimilarityLoss(nn.Module):
@@ -71,6 +90,32 @@ class CosineSimilarityLoss(nn.Module):
         labels = _check_scored_pairs(type(self).__name__, emb_a, emb_b, labels)
         predicted = self.cos_score_transformation(torch.cosine_similarity(emb_a, emb_b))
         return self.loss_fct(predicted, labels.to(predicted.dtype))
+
+    @torch.no_grad()
+    def explain(self, emb_a: Tensor, emb_b: Tensor, labels: Tensor) -> LossExplanation:
+        """Every step of `forward` on this batch: each pair's cosine, gold score and squared error.
+
+        `per_pair` columns: ``label`` (gold score), ``cosine``, ``prediction`` (only if
+        `cos_score_transformation` is not the identity), ``loss_i`` (the pair's term of `loss_fct`: (cos − label)²
+        by default). `loss` is their mean (or sum) and equals ``forward(emb_a, emb_b, labels)``.
+
+        Taught in notebooks/06_similarity_losses.ipynb.
+        """
+        import pandas as pd
+
+        name = type(self).__name__
+        labels = _check_scored_pairs(name, emb_a, emb_b, labels)
+        cosines = torch.cosine_similarity(emb_a, emb_b)
+        predicted = self.cos_score_transformation(cosines)
+        terms, loss, reduction = _per_item_loss(name, self.loss_fct, predicted, labels.to(predicted.dtype))
+        columns = {"label": _as_floats(labels.double()), "cosine": _as_floats(cosines)}
+        if not isinstance(self.cos_score_transformation, nn.Identity):
+            columns["prediction"] = _as_floats(predicted)
+        columns["loss_i"] = _as_floats(terms)
+        per_pair = pd.DataFrame(columns)
+        per_pair.index.name = "pair"
+        return LossExplanation(per_pair, float(loss), f"{reduction} of loss_i over {len(terms)} pairs",
+                               {"loss_fct": type(self.loss_fct).__name__})
 
 
 class CoSENTLoss(nn.Module):
@@ -133,6 +178,52 @@ class CoSENTLoss(nn.Module):
         score_gaps = score_gaps.masked_fill(~should_rank_higher, float("-inf"))
         # The leading 0 is the "1 +" inside the log (exp(0) = 1).
         return torch.logsumexp(torch.cat([scores.new_zeros(1), score_gaps.flatten()]), dim=0)
+
+    @torch.no_grad()
+    def explain(self, emb_a: Tensor, emb_b: Tensor, labels: Tensor) -> LossExplanation:
+        """Every step of `forward` on this batch: scores, the pairs of pairs that enter the sum, and their weights.
+
+        `per_pair` columns: ``label`` (gold score), ``similarity`` (cosine for CoSENT, angle similarity for
+        AnglE), ``score`` s = scale · similarity.
+
+        `details["pairs_of_pairs"]`: one row per ordered pair of pairs (i, j) with label_i > label_j (pair i
+        should be more similar than pair j): ``score_i``, ``score_j``, ``gap`` = s_j − s_i (positive when the
+        order is wrong), ``exp_gap``, and ``weight`` = exp(gap) / (1 + Σ exp(gap)), the share of the gradient
+        this term gets (∂loss/∂gap). `details["score_gaps"]` is the full (B, B) matrix s_j − s_i and
+        `details["enters"]` the (B, B) mask of the terms in the sum.
+
+        `loss` = log(1 + Σ exp(gap)) equals ``forward(emb_a, emb_b, labels)``.
+
+        Taught in notebooks/06_similarity_losses.ipynb.
+        """
+        import pandas as pd
+
+        labels = _check_scored_pairs(type(self).__name__, emb_a, emb_b, labels)
+        if labels.dtype == torch.bool:
+            labels = labels.int()
+        similarities = self.similarity_fct(emb_a, emb_b)
+        if similarities.dtype in (torch.float16, torch.bfloat16):
+            similarities = similarities.float()
+        scores = similarities * self.scale
+        score_gaps = scores[None, :] - scores[:, None]
+        enters = labels[:, None] > labels[None, :]
+        rows, columns = enters.nonzero(as_tuple=True)  # row-major: i ascending, then j
+        gaps = score_gaps[rows, columns]
+        loss = torch.logsumexp(torch.cat([scores.new_zeros(1), gaps]), dim=0)
+        label_values = labels.double()
+        pairs_of_pairs = pd.DataFrame({
+            "i": rows.tolist(), "j": columns.tolist(),
+            "label_i": _as_floats(label_values[rows]), "label_j": _as_floats(label_values[columns]),
+            "score_i": _as_floats(scores[rows]), "score_j": _as_floats(scores[columns]),
+            "gap": _as_floats(gaps), "exp_gap": _as_floats(gaps.exp()), "weight": _as_floats((gaps - loss).exp()),
+        })
+        per_pair = pd.DataFrame({"label": _as_floats(label_values), "similarity": _as_floats(similarities),
+                                 "score": _as_floats(scores)})
+        per_pair.index.name = "pair"
+        details = {"scale": self.scale, "pairs_of_pairs": pairs_of_pairs, "score_gaps": score_gaps, "enters": enters,
+                   "similarity_fct": getattr(self.similarity_fct, "__name__", repr(self.similarity_fct))}
+        reduction = f"log(1 + sum of exp(gap) over the {len(gaps)} pairs of pairs with label_i > label_j)"
+        return LossExplanation(per_pair, float(loss), reduction, details)
 
     def get_config_dict(self) -> dict:
         similarity_name = getattr(self.similarity_fct, "__name__", repr(self.similarity_fct))
@@ -289,6 +380,55 @@ class SoftmaxLoss(nn.Module):
             if not labels.is_floating_point() and self.num_labels > 1:
                 self._check_class_indices(labels)
         return self.loss_fct(logits, labels)
+
+    def feature_names(self) -> list[str]:
+        """Names of the classifier's inputs, in order: u[0], ..., v[0], ..., |u-v|[0], ..., u*v[0], ..."""
+        parts = (["u", "v"] if self.concatenation_sent_rep else []) + (
+            ["|u-v|"] if self.concatenation_sent_difference else []) + (
+            ["u*v"] if self.concatenation_sent_multiplication else [])
+        return [f"{part}[{k}]" for part in parts for k in range(self.embedding_dimension)]
+
+    @torch.no_grad()
+    def explain(
+        self, emb_a: Tensor, emb_b: Tensor, labels: Tensor, label_names: Sequence[str] | None = None
+    ) -> LossExplanation:
+        """Every step of `forward` on this batch: features, logits, class probabilities and each pair's term.
+
+        `per_pair` columns: ``label``, ``logit[c]`` and ``prob[c]`` for every class c (named by `label_names`
+        if given), ``loss_i`` (−log prob[label] with the default cross-entropy). `details["features"]` is the
+        classifier's input as a DataFrame (columns u[k], v[k], |u-v|[k], ...). `loss` is the mean (or sum)
+        of ``loss_i`` and equals ``forward(emb_a, emb_b, labels)``. Needs class-index labels.
+
+        Taught in notebooks/06_similarity_losses.ipynb.
+        """
+        import pandas as pd
+
+        name = type(self).__name__
+        logits = self.forward(emb_a, emb_b)  # checks the embeddings
+        labels = check_labels(name, labels, emb_a.shape[0], logits.device)
+        if labels.is_floating_point() and self.num_labels > 1:
+            raise TypeError(
+                f"{name}.explain needs integer class labels (0..{self.num_labels - 1}), got {labels.dtype}."
+            )
+        if self.num_labels > 1:
+            self._check_class_indices(labels)
+        class_names = list(label_names) if label_names is not None else [str(c) for c in range(self.num_labels)]
+        if len(class_names) != self.num_labels:
+            raise ValueError(f"label_names has {len(class_names)} names but the loss has num_labels={self.num_labels}.")
+        terms, loss, reduction = _per_item_loss(name, self.loss_fct, logits, labels)
+        probabilities = logits.softmax(dim=1)
+        columns = {"label": labels.cpu().tolist()}
+        columns.update({f"logit[{c}]": _as_floats(logits[:, k]) for k, c in enumerate(class_names)})
+        columns.update({f"prob[{c}]": _as_floats(probabilities[:, k]) for k, c in enumerate(class_names)})
+        columns["loss_i"] = _as_floats(terms)
+        per_pair = pd.DataFrame(columns)
+        per_pair.index.name = "pair"
+        features = self.pair_features(emb_a, emb_b).to(self.classifier.weight.dtype)
+        feature_table = pd.DataFrame(features.cpu().numpy(), columns=self.feature_names())
+        feature_table.index.name = "pair"
+        details = {"features": feature_table, "logits": logits, "probabilities": probabilities,
+                   "label_names": class_names}
+        return LossExplanation(per_pair, float(loss), f"{reduction} of loss_i over {len(terms)} pairs", details)
 
     def _check_class_indices(self, labels: Tensor) -> None:
         if bool(((labels < 0) | (labels >= self.num_labels)).any()):
