@@ -46,6 +46,7 @@ Each dataset's source, license, citation and size: ``describe()`` and the data c
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -509,6 +510,15 @@ def _book_passages(words_per_passage: int, data_dir) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["text", "label", "label_name", "book"])
 
 
+@functools.lru_cache(maxsize=4)
+def _cached_book_passages(words_per_passage: int, data_dir, env_data_dir) -> pd.DataFrame:
+    """Parsing the four books takes seconds; train, dev and test come from the same parse.
+
+    ``env_data_dir`` is only part of the cache key, so pointing LABKIT_DATA_DIR elsewhere parses again.
+    """
+    return _book_passages(words_per_passage, data_dir)
+
+
 def load_books(split: str = "train", data_dir=None, words_per_passage: int = 40, seed: int = 42) -> pd.DataFrame:
     """The hard-triplet article's dataset, rebuilt: ~40-word passages of four books labelled by chapter.
 
@@ -545,7 +555,9 @@ def load_books(split: str = "train", data_dir=None, words_per_passage: int = 40,
     if isinstance(words_per_passage, bool) or not isinstance(words_per_passage, (int, np.integer)) \
             or words_per_passage < 1:
         raise ValueError(f"words_per_passage must be a positive int (the article uses 40), got {words_per_passage!r}")
-    passages = _book_passages(int(words_per_passage), data_dir).drop_duplicates("text", ignore_index=True)
+    passages = _cached_book_passages(int(words_per_passage), None if data_dir is None else str(data_dir),
+                                     os.environ.get(DATA_DIR_ENV))
+    passages = passages.drop_duplicates("text", ignore_index=True)
     sizes = dict(BOOKS_SPLIT_SIZES)
     wanted = sum(sizes.values())
     if len(passages) < wanted:
