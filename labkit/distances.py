@@ -10,7 +10,8 @@ Two shapes of question:
 Why "NaN-safe": d/dx sqrt(x) = 1 / (2 sqrt(x)) is infinite at x = 0, and every embedding is at distance 0
 from itself (and from its duplicates). The chain rule then multiplies inf by 0 and gives NaN, which
 silently destroys a whole training run. `safe_sqrt` takes the square root only where the squared distance
-is positive and gives 0 with gradient 0 elsewhere: identical embeddings get finite (zero) gradients.
+is positive and gives 0 with gradient 0 elsewhere: identical embeddings get finite (zero) gradients. (The
+row-by-row Euclidean distance uses `torch.linalg.vector_norm`, whose backward does the same masking.)
 
 The names that sentence-transformers uses for the same choices are here too, with the same meaning, so code
 written for it reads the same:
@@ -137,20 +138,30 @@ def _squared_euclidean_matrix(x: Tensor) -> Tensor:
         x = x - x[:1].detach()
         dot_product = x @ x.t()
         square_norm = torch.diagonal(dot_product)  # so that d[i, i] is exactly 0
-        # sentence-transformers' order of operations: same values up to the shift above.
-        distances = square_norm.unsqueeze(0) - 2.0 * dot_product + square_norm.unsqueeze(1)
-    return distances.clamp_min(0)
+        if _builds_graph(x):
+            # sentence-transformers' order of operations: same values up to the shift above.
+            distances = square_norm.unsqueeze(0) - 2.0 * dot_product + square_norm.unsqueeze(1)
+            return distances.clamp_min(0)
+        # No graph to keep: the same operations in place, bit for bit the same values. Every new (B, B)
+        # tensor costs fresh memory pages, which at B = 2048 takes as long as the matrix product itself.
+        square_norm = square_norm.clone()
+        return dot_product.mul_(-2.0).add_(square_norm.unsqueeze(0)).add_(square_norm.unsqueeze(1)).clamp_min_(0)
+
+
+def _builds_graph(x: Tensor) -> bool:
+    return torch.is_grad_enabled() and x.requires_grad
 
 
 def _euclidean_matrix(x: Tensor) -> Tensor:
     squared = _squared_euclidean_matrix(x)
-    # Without a graph (e.g. under torch.no_grad) the plain root gives the same values, in one operation.
-    return safe_sqrt(squared) if squared.requires_grad else squared.sqrt()
+    # Without a graph the plain root, in place, gives the same values.
+    return safe_sqrt(squared) if squared.requires_grad else squared.sqrt_()
 
 
 def _cosine_distance_matrix(x: Tensor) -> Tensor:
     unit = F.normalize(x, p=2, dim=-1)
-    return 1 - unit @ unit.t()
+    similarity = unit @ unit.t()
+    return 1 - similarity if similarity.requires_grad else similarity.neg_().add_(1)
 
 
 def _manhattan_matrix(x: Tensor) -> Tensor:
@@ -163,7 +174,9 @@ def _paired_squared_euclidean(a: Tensor, b: Tensor) -> Tensor:
 
 
 def _paired_euclidean(a: Tensor, b: Tensor) -> Tensor:
-    return safe_sqrt(_paired_squared_euclidean(a, b))
+    # One fused operation. Its backward already gives gradient 0 where the norm is 0 (PyTorch masks it, as
+    # safe_sqrt does), so identical rows are NaN-safe; the tests check it.
+    return torch.linalg.vector_norm(a - b, dim=-1)
 
 
 def _paired_cosine_similarity(a: Tensor, b: Tensor) -> Tensor:
@@ -210,7 +223,7 @@ def euclidean_distance(x: Tensor, y: Optional[Tensor] = None, squared: bool = Fa
     squared_distances = squared_euclidean_distance(x, y)
     if squared:
         return squared_distances
-    return safe_sqrt(squared_distances) if squared_distances.requires_grad else squared_distances.sqrt()
+    return safe_sqrt(squared_distances) if squared_distances.requires_grad else squared_distances.sqrt_()
 
 
 def cosine_similarity(x: Tensor, y: Optional[Tensor] = None) -> Tensor:

@@ -13,7 +13,10 @@ Mining then chooses, per anchor, from a (B, B) distance matrix ``dist``:
 * ``hardest_positive``: the farthest positive (max over the anchor-positive mask);
 * ``hardest_negative``: the closest negative (min over the anchor-negative mask);
 * ``semi_hard_negative``: for each positive pair, the closest negative that is still farther than the
-  positive (FaceNet's semi-hard), falling back to the farthest negative when there is none.
+  positive (FaceNet's semi-hard), falling back to the farthest negative when there is none;
+* ``pick_hardest`` (the general form of the first two, for any mask of candidates) and
+  ``semi_hard_triplets`` (the semi-hard choice as a list of (anchor, positive, negative)) are the raw forms
+  the losses call.
 
 Every picker returns the chosen *indices* (so a notebook can draw which pairs were chosen), the values,
 and a validity mask for anchors that have nothing to choose. The picks are made from values only: wrap the
@@ -25,6 +28,9 @@ Kinds of triplets (with margin m, d_ap = d(a, p), d_an = d(a, n)), as in sentenc
 * easy: ``d_an >= d_ap + m`` -- the loss max(d_ap - d_an + m, 0) is already 0;
 * semi-hard: ``d_ap < d_an < d_ap + m`` -- the negative is farther than the positive, but not by m;
 * hard: ``d_an <= d_ap`` -- the negative is at least as close as the positive.
+
+``classify_triplets(d_ap, d_an, margin)`` labels any distances so; ``triplet_kinds`` labels every (a, p, n) of
+a batch and ``count_triplet_kinds`` counts them.
 
 Modelled on Olivier Moindrot's triplet_loss.py (https://omoindrot.github.io/triplet-loss), which
 sentence-transformers' batch losses also follow. Taught in notebooks/05_triplet_losses.ipynb.
@@ -51,6 +57,7 @@ __all__ = [
     "SemiHardPick",
     "semi_hard_negative",
     "semi_hard_choice",
+    "semi_hard_triplets",
     "TripletKind",
     "classify_triplets",
     "triplet_kinds",
@@ -178,14 +185,14 @@ def pick_hardest(dist: Tensor, candidates: Tensor, farthest: bool) -> Pick:
 
     ``candidates`` is a (B, B) bool mask of allowed columns per row. The others are replaced by -inf (for a
     max) or +inf (for a min), so they can never win. This raw form is what the losses use: for a row
-    without any candidate ``valid`` is False, the value is that -inf / +inf and the index is meaningless.
-    `hardest_positive` and `hardest_negative` apply it to the two label masks and tidy those rows up.
+    without any candidate the winner is that -inf / +inf itself, so ``valid`` is False and the index is
+    meaningless. `hardest_positive` and `hardest_negative` apply it to the two label masks and tidy those
+    rows up.
     """
-    if farthest:
-        values, indices = dist.masked_fill(~candidates, float("-inf")).max(dim=1)
-    else:
-        values, indices = dist.masked_fill(~candidates, float("inf")).min(dim=1)
-    return Pick(values, indices, candidates.any(dim=1))
+    fill = float("-inf") if farthest else float("inf")
+    scores = torch.where(candidates, dist, fill)
+    values, indices = scores.max(dim=1) if farthest else scores.min(dim=1)
+    return Pick(values, indices, values != fill)
 
 
 def _tidy(pick: Pick) -> Pick:
@@ -249,7 +256,7 @@ def semi_hard_negative(dist: Tensor, labels: Tensor, margin: Optional[float] = N
     labels = _check_dist(dist, labels)
     positive_mask, negative_mask = label_masks(labels)
     values_only = dist.detach()
-    indices, semi_hard = semi_hard_choice(values_only, negative_mask)
+    indices, semi_hard = semi_hard_choice(values_only, negative_mask, values_only)  # every (a, j) at once
 
     valid = positive_mask & negative_mask.any(dim=1, keepdim=True)
     values = torch.where(valid, dist.gather(1, indices), 0.0)  # gathered from `dist`: keeps its gradient
@@ -259,20 +266,40 @@ def semi_hard_negative(dist: Tensor, labels: Tensor, margin: Optional[float] = N
     return SemiHardPick(values, torch.where(valid, indices, -1), semi_hard & valid, valid, in_margin)
 
 
-def semi_hard_choice(dist: Tensor, negative_mask: Tensor) -> tuple[Tensor, Tensor]:
-    """The core of `semi_hard_negative` for every (a, j) at once: ``(indices, semi_hard)``, both (B, B).
+def semi_hard_choice(dist: Tensor, negative_mask: Tensor, d_ap: Tensor) -> tuple[Tensor, Tensor]:
+    """The semi-hard rule for a table of positive distances: ``(indices, semi_hard)``, shaped like ``d_ap``.
 
-    ``indices[a, j]`` is the negative chosen for the pair (a, j); ``semi_hard[a, j]`` is False where the
-    fallback (farthest negative) was used. Rows without any negative get meaningless indices. No gradient.
+    ``d_ap[a, m]`` is a distance from anchor a to one of its positives (any number m of them per row; pass
+    ``dist`` itself for every (a, j)). ``indices[a, m]`` is the negative chosen for it: the closest negative
+    of a strictly farther than ``d_ap[a, m]``, or, where there is none (``semi_hard`` False), a's farthest
+    negative. Rows without any negative get meaningless indices. No gradient.
     """
     not_negative = ~negative_mask
     sorted_negatives, order = dist.masked_fill(not_negative, float("inf")).sort(dim=1, stable=True)
-    # How many negatives are <= d(a, j): the position of the first one strictly farther.
-    first_farther = torch.searchsorted(sorted_negatives, dist.contiguous(), right=True)
+    # How many negatives are <= d_ap: the position of the first one strictly farther.
+    first_farther = torch.searchsorted(sorted_negatives, d_ap.contiguous(), right=True)
     semi_hard = first_farther < negative_mask.sum(dim=1, keepdim=True)  # past the count: only +inf is left
     candidate = order.gather(1, first_farther.clamp(max=dist.shape[1] - 1))
     farthest = dist.masked_fill(not_negative, float("-inf")).argmax(dim=1, keepdim=True)
     return torch.where(semi_hard, candidate, farthest), semi_hard
+
+
+def semi_hard_triplets(dist: Tensor, positive_mask: Tensor, negative_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(anchor, positive, negative)`` index vectors: every positive pair with its semi-hard negative.
+
+    What `BatchSemiHardTripletLoss` uses: instead of searching all B x B distances (as `semi_hard_negative`
+    does, to fill its tables), each anchor searches only for its own positives, gathered into a (B, M) table
+    (M = the most positives any anchor has; shorter rows padded with -inf and dropped at the end). Pairs
+    whose anchor has no negative (a single-label batch) have no triplet and are left out. No gradient.
+    """
+    num_positives = positive_mask.sum(dim=1)
+    most = int(num_positives.max()) if num_positives.numel() else 0
+    d_ap, positive = torch.where(positive_mask, dist, float("-inf")).topk(most, dim=1)  # (B, M): all positives
+    negative, _ = semi_hard_choice(dist, negative_mask, d_ap)
+    is_pair = torch.arange(most, device=dist.device) < num_positives.unsqueeze(1)
+    is_pair &= negative_mask.any(dim=1, keepdim=True)
+    anchor = torch.arange(dist.shape[0], device=dist.device).unsqueeze(1).expand_as(positive)
+    return anchor[is_pair], positive[is_pair], negative[is_pair]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -125,6 +125,17 @@ def test_semi_hard_negative_matches_loops(labels):
             assert pick.in_margin[a, p].item() == within
 
 
+@pytest.mark.parametrize("labels", all_label_cases())
+def test_semi_hard_triplets_list_the_same_choices(labels):
+    dist = random_dist(labels.numel(), seed=labels.numel() + 2)
+    pick = M.semi_hard_negative(dist, labels)
+    anchor, positive, negative = M.semi_hard_triplets(dist, *M.label_masks(labels))
+    listed = sorted(zip(anchor.tolist(), positive.tolist(), negative.tolist()))
+    a, p = pick.valid.nonzero(as_tuple=True)
+    expected = sorted(zip(a.tolist(), p.tolist(), pick.indices[a, p].tolist()))
+    assert listed == expected
+
+
 def test_semi_hard_ties_go_to_the_lower_index():
     # Anchor 0; positive 1 at distance 1; negatives 2, 3 both at distance 2, negative 4 at distance 3.
     dist = torch.tensor(

@@ -193,15 +193,15 @@ def test_sentence_transformers_functions_strings_and_custom_functions_agree(name
         assert_same((loss, grad), reference, torch.float64)
 
 
-@pytest.mark.parametrize("batch_size,num_classes", [(64, 2), (96, 24)])
-def test_semi_hard_gathers_from_the_matrix_or_remeasures_with_the_same_result(batch_size, num_classes):
-    # Many pairs per anchor (2 classes) take the matrix path; P x K batches re-measure the chosen pairs.
-    embeddings, labels = make_batch(batch_size, 32, num_classes, torch.float64, seed=12)
-    assert_same(
-        ours_and_grad("BatchSemiHardTripletLoss", embeddings, labels),
-        st_and_grad("BatchSemiHardTripletLoss", embeddings, labels),
-        torch.float64,
-    )
+@pytest.mark.parametrize("name", ["BatchSemiHardTripletLoss", "BatchHardTripletLoss"])
+@pytest.mark.parametrize("pairs_per_entry", [-1.0, 1.0])
+def test_gathering_from_the_matrix_or_remeasuring_pairs_gives_the_same_result(monkeypatch, name, pairs_per_entry):
+    # -1: always differentiate the whole matrix; 1: always re-measure the chosen pairs (the usual choice
+    # depends on how many pairs there are per matrix entry).
+    monkeypatch.setattr(T, "_MAX_PAIRS_PER_ENTRY", pairs_per_entry)
+    for num_classes in (2, 12):
+        embeddings, labels = make_batch(48, 32, num_classes, torch.float64, seed=12)
+        assert_same(ours_and_grad(name, embeddings, labels), st_and_grad(name, embeddings, labels), torch.float64)
 
 
 def test_batch_all_chunks_give_the_same_weights():

@@ -14,6 +14,8 @@ from labkit.losses.ranking import (
 )
 from labkit.losses.regression import AnglELoss, CoSENTLoss, CosineSimilarityLoss, SoftmaxLoss
 from labkit.losses.triplets import (
+    BatchHardTripletLossDistanceFunction,
+    TripletDistanceMetric,
     BatchAllTripletLoss,
     BatchHardSoftMarginTripletLoss,
     BatchHardTripletLoss,
@@ -29,4 +31,5 @@ IN_BATCH_NEGATIVES_LOSSES = (
 )
 
 __all__ = [*PAIR_LOSSES, *TRIPLET_LOSSES, *BATCH_LOSSES, *IN_BATCH_NEGATIVES_LOSSES,
-           "CachedMultipleNegativesRankingLoss", "SiameseDistanceMetric"]
+           "CachedMultipleNegativesRankingLoss", "SiameseDistanceMetric", "TripletDistanceMetric",
+           "BatchHardTripletLossDistanceFunction"]

@@ -46,7 +46,7 @@ from labkit.mining import (
     classify_triplets,
     label_masks,
     pick_hardest,
-    semi_hard_choice,
+    semi_hard_triplets,
 )
 
 __all__ = [
@@ -156,7 +156,7 @@ def _distance_name(distance_metric) -> str:
 # itself is computed with gradient and the chosen entries are gathered from it. Same values and gradients.
 
 # Above this many chosen pairs per matrix entry, differentiating the matrix is cheaper (measured on CPU).
-_MAX_PAIRS_PER_ENTRY = 1 / 32
+_MAX_PAIRS_PER_ENTRY = 1 / 64
 
 
 def _matrix_to_choose_from(embeddings: Tensor, distance: BatchDistance, num_pairs: int = 0):
@@ -478,16 +478,19 @@ def _batch_all_weights(dist: Tensor, labels: Tensor, margin: float, max_elements
     chunk = max(1, max_elements // batch_size)
     for start in range(0, anchors.shape[0], chunk):
         a, p = anchors[start : start + chunk], positives[start : start + chunk]
-        losses = dist[a, p].unsqueeze(1) - dist[a] + margin  # (pairs, B): row = pair, column = candidate n
+        # d_ap - d_an + m for every candidate n: (pairs, B), row = pair. Built in place in one buffer (a new
+        # (pairs, B) tensor per step would cost fresh memory pages), in sentence-transformers' order of
+        # operations: (-d_an + d_ap) + m is bit for bit (d_ap - d_an) + m.
+        losses = dist.index_select(0, a).neg_().add_(dist[a, p].unsqueeze(1)).add_(margin)
         losses.masked_fill_(labels[a].unsqueeze(1) == labels.unsqueeze(0), float("-inf"))  # n is no negative
         num_positive = num_positive + (losses > 1e-16).sum()
-        active = (losses >= 0).to(dist.dtype)
+        active = losses.ge_(0)  # in place: 1.0 where the hinge is active (it gets a gradient), else 0.0
         active_per_pair = active.sum(dim=1)
         num_active = num_active + active_per_pair.sum()
         counts.index_put_((a, p), active_per_pair, accumulate=True)  # +d(a, p) once per active negative
         counts.index_add_(0, a, active, alpha=-1)  # -d(a, n) once per active triplet
-    denominator = num_positive + 1e-16
-    return counts / denominator, margin * num_active / denominator
+    denominator = torch.as_tensor(num_positive, dtype=torch.float64, device=dist.device) + 1e-16  # exact count
+    return counts / denominator, (margin * num_active / denominator).to(dist.dtype)
 
 
 class BatchAllTripletLoss(nn.Module):
@@ -601,9 +604,10 @@ class BatchSemiHardTripletLoss(nn.Module):
     Edge cases: no positive pair: 0 (as in sentence-transformers). A single-label batch has no negative:
     0 (sentence-transformers' fallback turns it into a term that pulls the class together).
 
-    How it is computed: the negatives are chosen without gradient on the (B, B) matrix with one sort and
-    ``torch.searchsorted`` (`labkit.mining.semi_hard_negative`); then only the chosen pair distances are
-    differentiated. Same value and gradients as sentence-transformers.
+    How it is computed: the negatives are chosen without gradient on the (B, B) matrix: each row's negative
+    distances are sorted once and ``torch.searchsorted`` finds, for each positive, the first negative beyond
+    it (`labkit.mining.semi_hard_triplets`); then only the chosen pair distances are differentiated. Same
+    value and gradients as sentence-transformers.
 
     When to use: labelled batches with many classes; a common default for training from scratch
     (FaceNet). Needs large enough batches for semi-hard negatives to exist.
@@ -642,10 +646,7 @@ class BatchSemiHardTripletLoss(nn.Module):
         num_pairs = int(positive_mask.sum())  # the denominator, as in sentence-transformers
         selection, matrix = _matrix_to_choose_from(embeddings, self._distance, num_pairs=2 * num_pairs)
         with torch.no_grad():
-            chosen, _ = semi_hard_choice(selection, negative_mask)
-            # Pairs whose anchor has no negative (single-label batch) have no triplet.
-            anchor, positive = (positive_mask & negative_mask.any(dim=1, keepdim=True)).nonzero(as_tuple=True)
-            negative = chosen[anchor, positive]
+            anchor, positive, negative = semi_hard_triplets(selection, positive_mask, negative_mask)
         d_ap, d_an = _measure_pairs(embeddings, self._distance, matrix, anchor, positive, negative)
         return anchor, positive, negative, d_ap, d_an, max(num_pairs, 1e-16)
 
