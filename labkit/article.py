@@ -218,9 +218,11 @@ def article_batch_hard_loss(embeddings: torch.Tensor, labels: torch.Tensor, marg
     What is slow, and what labkit does instead:
 
     - B iterations of Python, each launching ~10 small tensor operations, and 3·B row-indexing nodes in the
-      autograd graph (``torch.stack`` of B single rows, three times): time grows with B in Python
-      overhead, not in arithmetic. labkit masks the distance matrix and takes one ``max``/``min`` per row
-      for all anchors at once, then builds the loss on the B gathered triplets.
+      autograd graph (``torch.stack`` of B single rows, three times). In the backward pass each of those
+      3·B ``embeddings[i]`` selections writes its gradient into a full (B, D) tensor of zeros, and the 3·B
+      of them are summed: O(B²·D) memory traffic (about 19 GB at B=2048, D=768), so the loop's time grows
+      with D as well as with B. labkit masks the distance matrix and takes one ``max``/``min`` per row for
+      all anchors at once, then builds the loss on the B gathered triplets (one gather, one backward).
     - The distance matrix is computed with gradient tracking but only used to *choose* indices; the loss
       then computes the distances a second time. labkit selects without gradient and differentiates only
       the distances that enter the loss.

@@ -172,12 +172,18 @@ class CoSENTLoss(nn.Module):
             scores = scores.float()  # exp of scaled scores needs more than half precision
         scores = scores * self.scale
 
-        # score_gaps[i, j] = s_j - s_i, kept only where pair i should rank above pair j.
-        score_gaps = scores[None, :] - scores[:, None]
-        should_rank_higher = labels[:, None] > labels[None, :]
-        score_gaps = score_gaps.masked_fill(~should_rank_higher, float("-inf"))
+        # The sum runs over all (i, j) with label_i > label_j: a B×B matrix of gaps s_j - s_i (see `explain`).
+        # Sorting by label turns it into O(B log B): for each pair j, the terms with a higher-labelled i add up to
+        # exp(s_j) · Σ_{i above j} exp(-s_i), and that inner sum is a running (suffix) logsumexp over the sorted
+        # pairs. searchsorted(..., right=True) skips pairs with an equal label: ties are not ranked.
+        labels, order = labels.sort()
+        scores = scores[order]
+        first_higher = torch.searchsorted(labels, labels, right=True)
+        suffix = torch.logcumsumexp(-scores.flip(0), dim=0).flip(0)
+        suffix = torch.cat([suffix, scores.new_full((1,), float("-inf"))])  # "nothing above the top label"
+        per_pair = scores + suffix[first_higher]  # log Σ_{i above j} exp(s_j - s_i)
         # The leading 0 is the "1 +" inside the log (exp(0) = 1).
-        return torch.logsumexp(torch.cat([scores.new_zeros(1), score_gaps.flatten()]), dim=0)
+        return torch.logsumexp(torch.cat([scores.new_zeros(1), per_pair]), dim=0)
 
     @torch.no_grad()
     def explain(self, emb_a: Tensor, emb_b: Tensor, labels: Tensor) -> LossExplanation:
