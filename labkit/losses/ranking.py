@@ -9,13 +9,16 @@
   sentence must pick itself out of the batch (Carlsson et al. 2021).
 
 Same names, parameters, defaults and reductions as sentence-transformers 6.2, on embedding tensors.
-The similarity functions live in `labkit.similarity` (re-exported here for convenience).
+The similarity functions live in `labkit.similarity` (re-exported here for convenience). Each loss also has
+``explain(...)``, which returns every intermediate quantity of one batch (a `RankingExplanation`) for the
+worked examples.
 
 Taught in notebooks/07_in_batch_negatives.ipynb.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
@@ -26,6 +29,7 @@ from labkit.losses.pairs import check_embedding_columns
 from labkit.similarity import cos_sim, dot_score, pairwise_cos_sim  # noqa: F401  (re-exported)
 
 __all__ = [
+    "RankingExplanation",
     "MultipleNegativesRankingLoss",
     "MultipleNegativesSymmetricRankingLoss",
     "ContrastiveTensionLossInBatchNegatives",
@@ -62,6 +66,111 @@ def check_directions(directions: Sequence[str], partition_mode: str) -> tuple[st
             "'query_to_query' and 'doc_to_doc' never do. Use partition_mode='joint' with them."
         )
     return directions
+
+
+# ----------------------------------------------------------------------------------------------
+# What an in-batch-negatives loss did on one batch (for worked examples)
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class RankingExplanation:
+    """Every intermediate quantity of an in-batch-negatives loss on one batch, row i = anchor i.
+
+    One (B, n) block per direction (``"query_to_doc"``: anchor i against every candidate column;
+    ``"doc_to_query"``: positive i against every anchor; ...), in the order the loss concatenates them:
+
+    * ``similarity[d]``: the raw similarities (``-inf`` where an entry is not a candidate, e.g. an anchor
+      against itself in ``"query_to_query"``);
+    * ``logits[d]``: ``scale * similarity[d]``;
+    * ``probabilities[d]``: the softmax of each row, taken over all directions together
+      (``partition_mode="joint"``) or within each direction (``"per_direction"``);
+    * ``columns[d]`` / ``rows[d]``: a name for every column and row (``a0`` = anchor 0, ``p0`` = positive 0,
+      ``n1_0`` = the hard negative of anchor 0 in the first negative column).
+
+    ``target[i]`` is the column of anchor i's own positive (``i``, in every direction), and::
+
+        per_anchor[i] = log_normaliser[i] - positive_logit[i]      # cross-entropy of row i
+        loss = per_anchor.mean()                                    # == the loss's forward value
+
+    with ``log_normaliser[i]`` the logsumexp of row i over all directions (joint) or the mean of the
+    per-direction logsumexps (per_direction).
+    """
+
+    similarity: dict[str, Tensor]
+    logits: dict[str, Tensor]
+    probabilities: dict[str, Tensor]
+    columns: dict[str, list[str]]
+    rows: dict[str, list[str]]
+    target: Tensor
+    positive_logit: Tensor
+    log_normaliser: Tensor
+    per_anchor: Tensor
+    loss: Tensor
+    scale: float
+    partition_mode: str
+
+    def to_frame(self, what: str = "probabilities", direction: str = "query_to_doc", decimals: int = 4):
+        """One block (``"similarity"``, ``"logits"`` or ``"probabilities"``) as a DataFrame, rows a0, a1, ...
+
+        Rounded to `decimals` so printed worked examples are the same on every machine.
+        """
+        import pandas as pd
+
+        blocks = {"similarity": self.similarity, "logits": self.logits, "probabilities": self.probabilities}
+        if what not in blocks:
+            raise ValueError(f"what must be one of {sorted(blocks)}, got {what!r}.")
+        if direction not in self.logits:
+            raise ValueError(f"direction {direction!r} is not in this explanation; it has {list(self.logits)}.")
+        values = blocks[what][direction].detach().cpu().double().numpy().round(decimals)
+        return pd.DataFrame(values, index=self.rows[direction], columns=self.columns[direction]) + 0.0  # no "-0.0"
+
+
+def explain_logits(
+    logits: dict[str, Tensor],
+    scale: float,
+    partition_mode: str,
+    columns: dict[str, list[str]],
+    rows: dict[str, list[str]],
+) -> RankingExplanation:
+    """Softmax rows, targets, per-anchor cross-entropy and the mean, from the scaled logits of each direction.
+
+    The same arithmetic as `MultipleNegativesRankingLoss.forward`, kept apart so every step can be shown.
+    """
+    batch_size = next(iter(logits.values())).shape[0]
+    targets = torch.arange(batch_size, device=logits["query_to_doc"].device)
+    positive_logit = logits["query_to_doc"][targets, targets]
+    if partition_mode == "joint":
+        joint = torch.cat(list(logits.values()), dim=1)
+        widths = [block.shape[1] for block in logits.values()]
+        probabilities = dict(zip(logits, torch.softmax(joint, dim=1).split(widths, dim=1)))
+        log_normaliser = torch.logsumexp(joint, dim=1)
+    else:
+        probabilities = {direction: torch.softmax(block, dim=1) for direction, block in logits.items()}
+        log_normaliser = torch.stack([torch.logsumexp(block, dim=1) for block in logits.values()]).mean(dim=0)
+    per_anchor = log_normaliser - positive_logit
+    return RankingExplanation(
+        similarity={direction: block / scale for direction, block in logits.items()},
+        logits=dict(logits),
+        probabilities=probabilities,
+        columns=columns,
+        rows=rows,
+        target=targets,
+        positive_logit=positive_logit,
+        log_normaliser=log_normaliser,
+        per_anchor=per_anchor,
+        loss=per_anchor.mean(),
+        scale=float(scale),
+        partition_mode=partition_mode,
+    )
+
+
+def _row_and_column_names(batch_size: int, num_negatives: int, directions: Sequence[str]):
+    positives = [f"p{j}" for j in range(batch_size)]
+    negatives = [f"n{k + 1}_{j}" for k in range(num_negatives) for j in range(batch_size)]
+    anchors = [f"a{j}" for j in range(batch_size)]
+    columns = {"query_to_doc": positives + negatives, "query_to_query": anchors,
+               "doc_to_query": anchors, "doc_to_doc": positives + negatives}
+    rows = {"query_to_doc": anchors, "query_to_query": anchors, "doc_to_query": positives, "doc_to_doc": positives}
+    return {d: rows[d] for d in directions}, {d: columns[d] for d in directions}
 
 
 class MultipleNegativesRankingLoss(nn.Module):
@@ -169,6 +278,23 @@ class MultipleNegativesRankingLoss(nn.Module):
             same_anchor = own_anchor.repeat(1, 1 + len(negatives))
             similarities["doc_to_doc"] = self.similarity_fct(candidates, positive).T.masked_fill(same_anchor, -math.inf)
         return {direction: similarity * self.scale for direction, similarity in similarities.items()}
+
+    @torch.no_grad()
+    def explain(self, anchor: Tensor, positive: Tensor, *negatives: Tensor) -> RankingExplanation:
+        """Every intermediate quantity of `forward` on this batch: similarities, logits, softmax rows, targets,
+        per-anchor cross-entropy and their mean (equal to ``forward(anchor, positive, *negatives)``).
+
+        >>> import torch
+        >>> anchor, positive = torch.randn(2, 3, 4).unbind(0)
+        >>> loss_fn = MultipleNegativesRankingLoss()
+        >>> torch.allclose(loss_fn.explain(anchor, positive).loss, loss_fn(anchor, positive))
+        True
+        """
+        names = ("anchor", "positive") + tuple(f"negative {i + 1}" for i in range(len(negatives)))
+        check_embedding_columns(type(self).__name__, anchor, positive, *negatives, names=names)
+        logits = self.logits_by_direction(anchor, positive, *negatives)
+        rows, columns = _row_and_column_names(anchor.shape[0], len(negatives), list(logits))
+        return explain_logits(logits, self.scale, self.partition_mode, columns, rows)
 
     def get_config_dict(self) -> dict:
         return {
@@ -289,6 +415,25 @@ class ContrastiveTensionLossInBatchNegatives(nn.Module):
         logits = self.similarity_fct(emb_1, emb_2) * self.logit_scale.exp()
         targets = torch.arange(len(logits), device=logits.device)
         return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+
+    @torch.no_grad()
+    def explain(self, emb_1: Tensor, emb_2: Tensor) -> RankingExplanation:
+        """Every intermediate quantity of `forward`: the loss is a symmetric InfoNCE with emb_1 as anchors.
+
+        ``"query_to_doc"`` holds the rows (sentence i of model 1 against every sentence of model 2),
+        ``"doc_to_query"`` the columns (sentence i of model 2 against every sentence of model 1); the
+        softmax is taken within each, and ``per_anchor[i]`` is the average of row i's and column i's
+        cross-entropy, so ``loss`` equals ``forward(emb_1, emb_2)``.
+        """
+        check_embedding_columns(type(self).__name__, emb_1, emb_2, names=("emb_1", "emb_2"))
+        scale = self.logit_scale.exp()
+        rows = self.similarity_fct(emb_1, emb_2) * scale
+        logits = {"query_to_doc": rows, "doc_to_query": rows.T}
+        batch_size = emb_1.shape[0]
+        first, second = [f"e1_{j}" for j in range(batch_size)], [f"e2_{j}" for j in range(batch_size)]
+        columns = {"query_to_doc": second, "doc_to_query": first}
+        rows = {"query_to_doc": first, "doc_to_query": second}
+        return explain_logits(logits, scale.item(), "per_direction", columns, rows)
 
     def get_config_dict(self) -> dict:
         return {"scale": self.scale, "similarity_fct": _similarity_name(self.similarity_fct)}
