@@ -227,7 +227,8 @@ def article_batch_hard_loss(embeddings: torch.Tensor, labels: torch.Tensor, marg
       then computes the distances a second time. labkit selects without gradient and differentiates only
       the distances that enter the loss.
     - An anchor without a positive in the batch (its class appears once) crashes the loop (``argmax`` of an
-      empty tensor); here that is a ValueError. labkit's loss ignores such anchors.
+      empty tensor); here that is a ValueError. labkit's loss, like sentence-transformers', keeps such an
+      anchor with its positive distance taken as 0 (so only its hardest negative acts on it).
 
     Args:
         embeddings: (B, D) batch of embeddings.
