@@ -48,7 +48,6 @@ def test_train_writes_model_metrics_and_figures(tmp_path, tiny_folder, labelled_
 
 
 def test_scored_pairs_train_with_cosent(tmp_path, tiny_folder):
-    rng = np.random.default_rng(0)
     rows = [{"a": f"{WORDS[i % 4]} {i}", "b": f"{WORDS[(i + j) % 4]} {i}", "sim": float(j == 0)}
             for i in range(20) for j in range(2)]
     path = tmp_path / "pairs.tsv"

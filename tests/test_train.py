@@ -1,7 +1,6 @@
 """The training loop: it learns, resumes exactly, stops clearly, and trains the loss's own parameters."""
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch

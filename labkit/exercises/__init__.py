@@ -6,6 +6,8 @@ off and a hint towards the fix — never just "wrong". A checker returns True/Fa
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -13,6 +15,22 @@ def report(ok: bool, success: str, hint: str) -> bool:
     """Print ✅ and `success`, or ❌ and `hint`; return `ok`."""
     print(("✅ " + success) if ok else ("❌ " + hint))
     return ok
+
+
+def as_number(answer) -> float | None:
+    """The answer as one float, or None if it is not a single number (None, text, a bool, several values)."""
+    if answer is None or isinstance(answer, (str, bytes, bool)):
+        return None
+    try:
+        values = np.asarray(answer.detach().cpu() if hasattr(answer, "detach") else answer, dtype=float)
+    except (TypeError, ValueError):
+        return None
+    return float(values.reshape(-1)[0]) if values.size == 1 else None
+
+
+def matches(value: float, candidate, rel_tol: float = 1e-4, abs_tol: float = 1e-6) -> bool:
+    """Whether two numbers agree to the precision a learner's hand computation can reach."""
+    return math.isclose(value, float(candidate), rel_tol=rel_tol, abs_tol=abs_tol)
 
 
 def close(answer, expected, atol: float = 1e-4) -> bool:

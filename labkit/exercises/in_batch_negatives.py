@@ -12,7 +12,7 @@ import math
 import numpy as np
 import torch
 
-from labkit.exercises import close, describe_difference, report
+from labkit.exercises import as_number, close, describe_difference, report
 from labkit.losses.ranking import ContrastiveTensionLossInBatchNegatives, MultipleNegativesRankingLoss
 from labkit.similarity import cos_sim, dot_score
 
@@ -38,16 +38,6 @@ def tension_batch() -> tuple[torch.Tensor, torch.Tensor]:
     return emb_1, emb_2
 
 
-def _as_number(answer) -> float | None:
-    if isinstance(answer, str):
-        return None
-    try:
-        array = np.asarray(answer.detach().cpu() if hasattr(answer, "detach") else answer, dtype=float)
-    except (TypeError, ValueError):
-        return None
-    return float(array) if array.size == 1 else None
-
-
 def _cross_entropy_rows(logits: torch.Tensor) -> torch.Tensor:
     """-log softmax(row i)[i], for every row i."""
     return torch.logsumexp(logits, dim=1) - logits.diagonal()
@@ -60,7 +50,7 @@ def check_mnrl_loss(answer) -> bool:
     if answer is None:
         return report(False, "", "You have not answered yet. Hint: S = 5 · cos(anchor_i, positive_j) (3 × 3); the loss "
                                  "of row i is −log(exp(S[i, i]) / Σ_j exp(S[i, j])); average the 3 rows.")
-    value = _as_number(answer)
+    value = as_number(answer)
     if value is None:
         return report(False, "", f"Give one number (a float or a 0-d tensor), not {type(answer).__name__}.")
     if math.isclose(value, expected, abs_tol=1e-4):
@@ -159,7 +149,7 @@ def check_duplicate_floor(answer, scale: float = 2.0, batch_size: int = 4) -> bo
         return report(False, "", "You have not answered yet. Hint: the best row 0 can do has cos 1 with p0 AND with "
                                  f"its copy p1, and cos −1 with the other {batch_size - 2}; the loss is −log of p0's "
                                  "softmax share.")
-    value = _as_number(answer)
+    value = as_number(answer)
     if value is None:
         return report(False, "", f"Give one number, not {type(answer).__name__}.")
     if math.isclose(value, expected, abs_tol=1e-4):
@@ -192,7 +182,7 @@ def check_tension_loss(answer) -> bool:
     if answer is None:
         return report(False, "", "You have not answered yet. Hint: S = 10 · cos(emb_1_i, emb_2_j); average the "
                                  "cross-entropy of the rows and the cross-entropy of the columns (target: the diagonal).")
-    value = _as_number(answer)
+    value = as_number(answer)
     if value is None:
         return report(False, "", f"Give one number, not {type(answer).__name__}.")
     if math.isclose(value, expected, abs_tol=1e-4):

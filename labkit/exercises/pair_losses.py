@@ -5,13 +5,12 @@ one with `labkit.losses.pairs`, and prints what is right or a hint at what is of
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from labkit.exercises import report
+from labkit.exercises import as_number, matches, report
 from labkit.losses.pairs import ContrastiveLoss, OnlineContrastiveLoss, SiameseDistanceMetric
 
 MARGIN = 0.5  # the default of both losses
@@ -30,21 +29,6 @@ def exercise_pairs() -> tuple:
     return emb_a, emb_b, labels
 
 
-def _as_number(answer) -> float | None:
-    """The answer as one float, or None if it is not one number."""
-    if isinstance(answer, (str, bytes)) or answer is None:
-        return None
-    try:
-        values = np.asarray(answer.detach().cpu() if hasattr(answer, "detach") else answer, dtype=float)
-    except (TypeError, ValueError):
-        return None
-    return float(values.reshape(-1)[0]) if values.size == 1 else None
-
-
-def _matches(value: float, candidate) -> bool:
-    return math.isclose(value, float(candidate), rel_tol=1e-4, abs_tol=1e-6)
-
-
 def _pieces():
     """Distances and the per-pair pieces of both losses, for recognising common slips."""
     emb_a, emb_b, labels = exercise_pairs()
@@ -61,11 +45,11 @@ def check_contrastive_loss(answer) -> bool:
             "over the 5 pairs.")
     if answer is None:
         return report(False, "", "You have not answered yet. " + hint)
-    value = _as_number(answer)
+    value = as_number(answer)
     if value is None:
         return report(False, "", f"Give one number (a float or a one-element tensor), not {type(answer).__name__}. "
                                  + hint)
-    if _matches(value, expected):
+    if matches(value, expected):
         return report(True, f"Right: {expected:.6f}. Pairs 1 (a far positive) and 2 (a close negative) make most "
                             "of it; pair 4 is beyond the margin and adds nothing. Same as "
                             "ContrastiveLoss()(emb_a, emb_b, labels).", "")
@@ -92,7 +76,7 @@ def check_contrastive_loss(answer) -> bool:
     slips.append((swapped, "You swapped the labels: label 1 (similar) pays d², label 0 (dissimilar) pays "
                            "max(0, margin − d)²."))
     for candidate, message in slips:
-        if _matches(value, candidate):
+        if matches(value, candidate):
             return report(False, "", message)
     return report(False, "", f"Not quite: you got {value:.6g}, expected {expected:.6g}. Print your per-pair terms "
                              "and compare them with ContrastiveLoss().explain(emb_a, emb_b, labels). " + hint)
@@ -161,10 +145,10 @@ def check_online_contrastive_loss(answer) -> bool:
             "each hard negative. A sum, with no ½.")
     if answer is None:
         return report(False, "", "You have not answered yet. " + hint)
-    value = _as_number(answer)
+    value = as_number(answer)
     if value is None:
         return report(False, "", f"Give one number, not {type(answer).__name__}. " + hint)
-    if _matches(value, expected):
+    if matches(value, expected):
         return report(True, f"Right: {expected:.6f}, from the two hard pairs only. Same as "
                             "OnlineContrastiveLoss()(emb_a, emb_b, labels).", "")
     every_pair_terms = y * distance**2 + (1 - y) * F.relu(MARGIN - distance) ** 2
@@ -179,7 +163,7 @@ def check_online_contrastive_loss(answer) -> bool:
                                                "sums over the hard pairs only, without ½."),
     ]
     for candidate, message in slips:
-        if _matches(value, candidate):
+        if matches(value, candidate):
             return report(False, "", message)
     return report(False, "", f"Not quite: you got {value:.6g}, expected {expected:.6g}. Compare your terms with "
                              "OnlineContrastiveLoss().explain(emb_a, emb_b, labels). " + hint)

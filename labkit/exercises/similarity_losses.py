@@ -5,12 +5,11 @@ right one with `labkit.losses.regression`, and prints what is right or a hint at
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
 
-from labkit.exercises import close, describe_difference, report
+from labkit.exercises import as_number, close, describe_difference, matches, report
 from labkit.losses.regression import CoSENTLoss, CosineSimilarityLoss, SoftmaxLoss
 from labkit.similarity import pairwise_cos_sim
 
@@ -29,23 +28,9 @@ def exercise_scored_pairs() -> tuple:
     return emb_a, emb_b, gold_0_to_5
 
 
-def _as_number(answer) -> float | None:
-    if answer is None or isinstance(answer, (str, bytes)):
-        return None
-    try:
-        values = np.asarray(answer.detach().cpu() if hasattr(answer, "detach") else answer, dtype=float)
-    except (TypeError, ValueError):
-        return None
-    return float(values.reshape(-1)[0]) if values.size == 1 else None
-
-
-def _matches(value: float, candidate) -> bool:
-    return math.isclose(value, float(candidate), rel_tol=1e-4, abs_tol=1e-6)
-
-
 def _first_slip(value: float, slips) -> str | None:
     for candidate, message in slips:
-        if _matches(value, candidate):
+        if matches(value, candidate):
             return message
     return None
 
@@ -58,10 +43,10 @@ def check_cosine_similarity_loss(answer) -> bool:
     hint = "Hint: divide the gold scores by 5, then take the mean over pairs of (cos(a_i, b_i) − score_i)²."
     if answer is None:
         return report(False, "", "You have not answered yet. " + hint)
-    value = _as_number(answer)
+    value = as_number(answer)
     if value is None:
         return report(False, "", f"Give one number, not {type(answer).__name__}. " + hint)
-    if _matches(value, expected):
+    if matches(value, expected):
         return report(True, f"Right: {expected:.6f}. Pair 3 (cos 0.96 for a gold 0.4) makes most of it. Same as "
                             "CosineSimilarityLoss()(emb_a, emb_b, gold / 5).", "")
     cosine = pairwise_cos_sim(emb_a, emb_b)
@@ -138,10 +123,10 @@ def check_cosent_loss(answer) -> bool:
     hint = "Hint: s_i = 20·cos(a_i, b_i); loss = log(1 + Σ exp(s_j − s_i)) over the (i, j) of exercise 2."
     if answer is None:
         return report(False, "", "You have not answered yet. " + hint)
-    value = _as_number(answer)
+    value = as_number(answer)
     if value is None:
         return report(False, "", f"Give one number, not {type(answer).__name__}. " + hint)
-    if _matches(value, expected):
+    if matches(value, expected):
         return report(True, f"Right: {expected:.6f}. The misordered term (1, 3) gives almost all of it, and the "
                             "scores' scale did not matter: gold / 5 gives the same loss. Same as "
                             "CoSENTLoss()(emb_a, emb_b, gold).", "")

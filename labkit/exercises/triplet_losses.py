@@ -6,13 +6,10 @@ is off (and, for the usual slips, which slip it looks like).
 """
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import torch
 
 from labkit.distances import euclidean_distance
-from labkit.exercises import report
+from labkit.exercises import as_number, matches, report
 from labkit.losses.triplets import BatchAllTripletLoss, BatchHardTripletLoss
 from labkit.mining import TripletKind, classify_triplets, hardest_negative, label_masks
 
@@ -39,24 +36,9 @@ def _distances() -> tuple:
     return points, labels, euclidean_distance(points)
 
 
-def _as_number(answer) -> float | None:
-    """The answer as one float, or None if it is not one number."""
-    if answer is None or isinstance(answer, (str, bytes, bool)):
-        return None
-    try:
-        values = np.asarray(answer.detach().cpu() if hasattr(answer, "detach") else answer, dtype=float)
-    except (TypeError, ValueError):
-        return None
-    return float(values.reshape(-1)[0]) if values.size == 1 else None
-
-
-def _matches(value: float, candidate) -> bool:
-    return math.isclose(value, float(candidate), rel_tol=1e-4, abs_tol=1e-6)
-
-
 def _as_index(answer) -> int | None:
     """The answer as one integer index, or None if it is not one (a float such as 3.0 is accepted)."""
-    value = _as_number(answer)
+    value = as_number(answer)
     if value is None or not float(value).is_integer():
         return None
     return int(value)
@@ -175,11 +157,11 @@ def check_batch_hard_loss(answer) -> bool:
             "distance to a negative; its term is max(d_ap − d_an + 5, 0); the loss is the mean over all 6 anchors.")
     if answer is None:
         return report(False, "", "You have not answered yet. " + hint)
-    value = _as_number(answer)
+    value = as_number(answer)
     if value is None:
         return report(False, "", f"Give one number (a float or a one-element tensor), not {type(answer).__name__}. "
                                  + hint)
-    if _matches(value, expected):
+    if matches(value, expected):
         return report(True, f"Right: {expected:.6f}. Anchor 2 is easy (term 0); anchors 0 and 1 are hard and make "
                             "most of the loss. Same as BatchHardTripletLoss()(points, labels).", "")
     pieces = _batch_hard_variants(dist, labels)
@@ -202,7 +184,7 @@ def check_batch_hard_loss(answer) -> bool:
                                                                "nn.TripletMarginLoss default); the default here is 5."),
     ]
     for candidate, message in slips:
-        if _matches(value, candidate):
+        if matches(value, candidate):
             return report(False, "", message)
     return report(False, "", f"Not quite: you got {value:.6g}, expected {expected:.6g}. Compare your per-anchor "
                              "terms with BatchHardTripletLoss().explain(points, labels).to_frame(). " + hint)
@@ -219,7 +201,7 @@ def check_batch_all_loss(answer) -> bool:
             "max(d_ap − d_an + 5, 0) over all of them, then divide by the number of triplets whose term is > 0.")
     if answer is None:
         return report(False, "", "You have not answered yet. " + hint)
-    value = _as_number(answer)
+    value = as_number(answer)
     if value is None:
         return report(False, "", f"Give one number (a float or a one-element tensor), not {type(answer).__name__}. "
                                  + hint)
@@ -228,7 +210,7 @@ def check_batch_all_loss(answer) -> bool:
     raw = dist.unsqueeze(2) - dist.unsqueeze(1) + MARGIN  # [a, p, n] = d(a, p) - d(a, n) + margin
     terms = raw.clamp_min(0)[valid]
     total, num_valid, num_positive = terms.sum(), int(valid.sum()), int((terms > 0).sum())
-    if _matches(value, expected):
+    if matches(value, expected):
         return report(True, f"Right: {expected:.6f}: the sum over the {num_valid} valid triplets divided by the "
                             f"{num_positive} with a positive loss. Same as BatchAllTripletLoss()(points, labels).", "")
     batch_hard = float(BatchHardTripletLoss()(points, labels))
@@ -243,7 +225,7 @@ def check_batch_all_loss(answer) -> bool:
         (batch_hard, "That is the batch-hard loss (one triplet per anchor). Batch-all uses every valid triplet."),
     ]
     for candidate, message in slips:
-        if _matches(value, candidate):
+        if matches(value, candidate):
             return report(False, "", message)
     return report(False, "", f"Not quite: you got {value:.6g}, expected {expected:.6g}. Compare your triplets with "
                              "BatchAllTripletLoss().explain(points, labels).to_frame(). " + hint)
