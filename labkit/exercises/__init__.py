@@ -33,6 +33,25 @@ def matches(value: float, candidate, rel_tol: float = 1e-4, abs_tol: float = 1e-
     return math.isclose(value, float(candidate), rel_tol=rel_tol, abs_tol=abs_tol)
 
 
+def numeric_answer(answer, hint: str) -> float | None:
+    """The learner's answer as one number; if there is none, or it is not one number, say so with `hint`."""
+    if answer is None:
+        report(False, "", "You have not answered yet. " + hint)
+        return None
+    value = as_number(answer)
+    if value is None:
+        report(False, "", f"Give one number (a float or a one-element tensor), not {type(answer).__name__}. " + hint)
+    return value
+
+
+def first_slip(value: float, slips) -> str | None:
+    """The message of the first (number, message) slip that `value` matches, or None."""
+    for candidate, message in slips:
+        if matches(value, candidate):
+            return message
+    return None
+
+
 def close(answer, expected, atol: float = 1e-4) -> bool:
     """Whether `answer` equals `expected` (numbers, arrays, tensors) within `atol`, shapes included."""
     try:

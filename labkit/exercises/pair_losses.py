@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from labkit.exercises import as_number, matches, report
+from labkit.exercises import first_slip, matches, numeric_answer, report
 from labkit.losses.pairs import ContrastiveLoss, OnlineContrastiveLoss, SiameseDistanceMetric
 
 MARGIN = 0.5  # the default of both losses
@@ -43,12 +43,9 @@ def check_contrastive_loss(answer) -> bool:
     expected = float(ContrastiveLoss()(emb_a, emb_b, labels))
     hint = ("Hint: d = 1 − cos(a, b); loss_i = ½·(y·d² + (1 − y)·max(0, 0.5 − d)²); the loss is the mean "
             "over the 5 pairs.")
-    if answer is None:
-        return report(False, "", "You have not answered yet. " + hint)
-    value = as_number(answer)
+    value = numeric_answer(answer, hint)
     if value is None:
-        return report(False, "", f"Give one number (a float or a one-element tensor), not {type(answer).__name__}. "
-                                 + hint)
+        return False
     if matches(value, expected):
         return report(True, f"Right: {expected:.6f}. Pairs 1 (a far positive) and 2 (a close negative) make most "
                             "of it; pair 4 is beyond the margin and adds nothing. Same as "
@@ -75,9 +72,9 @@ def check_contrastive_loss(answer) -> bool:
     swapped = float((0.5 * ((1 - y) * distance**2 + y * F.relu(MARGIN - distance) ** 2)).mean())
     slips.append((swapped, "You swapped the labels: label 1 (similar) pays d², label 0 (dissimilar) pays "
                            "max(0, margin − d)²."))
-    for candidate, message in slips:
-        if matches(value, candidate):
-            return report(False, "", message)
+    message = first_slip(value, slips)
+    if message:
+        return report(False, "", message)
     return report(False, "", f"Not quite: you got {value:.6g}, expected {expected:.6g}. Print your per-pair terms "
                              "and compare them with ContrastiveLoss().explain(emb_a, emb_b, labels). " + hint)
 
@@ -143,11 +140,9 @@ def check_online_contrastive_loss(answer) -> bool:
     expected = explanation.loss
     hint = ("Hint: select the hard pairs first; then add d² for each hard positive and max(0, 0.5 − d)² for "
             "each hard negative. A sum, with no ½.")
-    if answer is None:
-        return report(False, "", "You have not answered yet. " + hint)
-    value = as_number(answer)
+    value = numeric_answer(answer, hint)
     if value is None:
-        return report(False, "", f"Give one number, not {type(answer).__name__}. " + hint)
+        return False
     if matches(value, expected):
         return report(True, f"Right: {expected:.6f}, from the two hard pairs only. Same as "
                             "OnlineContrastiveLoss()(emb_a, emb_b, labels).", "")
@@ -162,8 +157,8 @@ def check_online_contrastive_loss(answer) -> bool:
         (float(0.5 * every_pair_terms.mean()), "That is ContrastiveLoss (every pair, ½, mean). The online version "
                                                "sums over the hard pairs only, without ½."),
     ]
-    for candidate, message in slips:
-        if matches(value, candidate):
-            return report(False, "", message)
+    message = first_slip(value, slips)
+    if message:
+        return report(False, "", message)
     return report(False, "", f"Not quite: you got {value:.6g}, expected {expected:.6g}. Compare your terms with "
                              "OnlineContrastiveLoss().explain(emb_a, emb_b, labels). " + hint)

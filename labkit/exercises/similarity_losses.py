@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from labkit.exercises import as_number, close, describe_difference, matches, report
+from labkit.exercises import close, describe_difference, first_slip, matches, numeric_answer, report
 from labkit.losses.regression import CoSENTLoss, CosineSimilarityLoss, SoftmaxLoss
 from labkit.similarity import pairwise_cos_sim
 
@@ -28,29 +28,20 @@ def exercise_scored_pairs() -> tuple:
     return emb_a, emb_b, gold_0_to_5
 
 
-def _first_slip(value: float, slips) -> str | None:
-    for candidate, message in slips:
-        if matches(value, candidate):
-            return message
-    return None
-
-
 def check_cosine_similarity_loss(answer) -> bool:
     """CosineSimilarityLoss() of `exercise_scored_pairs()` after scaling the gold scores to [0, 1]."""
     emb_a, emb_b, gold = exercise_scored_pairs()
     scores = gold / STS_MAX_SCORE
     expected = float(CosineSimilarityLoss()(emb_a, emb_b, scores))
     hint = "Hint: divide the gold scores by 5, then take the mean over pairs of (cos(a_i, b_i) − score_i)²."
-    if answer is None:
-        return report(False, "", "You have not answered yet. " + hint)
-    value = as_number(answer)
+    value = numeric_answer(answer, hint)
     if value is None:
-        return report(False, "", f"Give one number, not {type(answer).__name__}. " + hint)
+        return False
     if matches(value, expected):
         return report(True, f"Right: {expected:.6f}. Pair 3 (cos 0.96 for a gold 0.4) makes most of it. Same as "
                             "CosineSimilarityLoss()(emb_a, emb_b, gold / 5).", "")
     cosine = pairwise_cos_sim(emb_a, emb_b)
-    message = _first_slip(value, [
+    message = first_slip(value, [
         (((cosine - gold) ** 2).mean(), "You used the raw 0–5 scores. A cosine is at most 1, so CosineSimilarityLoss "
                                         "needs scores on the same scale: divide them by 5 first."),
         ((cosine - scores).abs().mean(), "That is the mean *absolute* error; CosineSimilarityLoss uses nn.MSELoss: "
@@ -121,11 +112,9 @@ def check_cosent_loss(answer) -> bool:
     explanation = CoSENTLoss().explain(emb_a, emb_b, gold)
     expected = explanation.loss
     hint = "Hint: s_i = 20·cos(a_i, b_i); loss = log(1 + Σ exp(s_j − s_i)) over the (i, j) of exercise 2."
-    if answer is None:
-        return report(False, "", "You have not answered yet. " + hint)
-    value = as_number(answer)
+    value = numeric_answer(answer, hint)
     if value is None:
-        return report(False, "", f"Give one number, not {type(answer).__name__}. " + hint)
+        return False
     if matches(value, expected):
         return report(True, f"Right: {expected:.6f}. The misordered term (1, 3) gives almost all of it, and the "
                             "scores' scale did not matter: gold / 5 gives the same loss. Same as "
@@ -134,7 +123,7 @@ def check_cosent_loss(answer) -> bool:
     scores = explanation.per_pair["score"].to_numpy()
     n = len(scores)
     with_ties = [scores[j] - scores[i] for i in range(n) for j in range(n) if gold[i] >= gold[j]]
-    message = _first_slip(value, [
+    message = first_slip(value, [
         (torch.logsumexp(gaps, 0), "You left out the 1 inside log(1 + Σ …): it is the exp(0) term that keeps the "
                                    "loss at 0 (not −∞) when every pair is ordered right."),
         (torch.log1p((gaps / 20).exp().sum()), "You forgot the scale: multiply the cosines by 20 before taking the "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from labkit.distances import euclidean_distance
-from labkit.exercises import as_number, matches, report
+from labkit.exercises import as_number, first_slip, matches, numeric_answer, report
 from labkit.losses.triplets import BatchAllTripletLoss, BatchHardTripletLoss
 from labkit.mining import TripletKind, classify_triplets, hardest_negative, label_masks
 
@@ -155,12 +155,9 @@ def check_batch_hard_loss(answer) -> bool:
     expected = float(BatchHardTripletLoss()(points, labels))
     hint = ("Hint: for each anchor take d_ap = its largest distance to a positive and d_an = its smallest "
             "distance to a negative; its term is max(d_ap − d_an + 5, 0); the loss is the mean over all 6 anchors.")
-    if answer is None:
-        return report(False, "", "You have not answered yet. " + hint)
-    value = as_number(answer)
+    value = numeric_answer(answer, hint)
     if value is None:
-        return report(False, "", f"Give one number (a float or a one-element tensor), not {type(answer).__name__}. "
-                                 + hint)
+        return False
     if matches(value, expected):
         return report(True, f"Right: {expected:.6f}. Anchor 2 is easy (term 0); anchors 0 and 1 are hard and make "
                             "most of the loss. Same as BatchHardTripletLoss()(points, labels).", "")
@@ -183,9 +180,9 @@ def check_batch_hard_loss(answer) -> bool:
         ((pieces["hinge"] - MARGIN + 1.0).clamp_min(0).mean(), "You used margin 1 (the article's "
                                                                "nn.TripletMarginLoss default); the default here is 5."),
     ]
-    for candidate, message in slips:
-        if matches(value, candidate):
-            return report(False, "", message)
+    message = first_slip(value, slips)
+    if message:
+        return report(False, "", message)
     return report(False, "", f"Not quite: you got {value:.6g}, expected {expected:.6g}. Compare your per-anchor "
                              "terms with BatchHardTripletLoss().explain(points, labels).to_frame(). " + hint)
 
@@ -199,12 +196,9 @@ def check_batch_all_loss(answer) -> bool:
     expected = float(BatchAllTripletLoss()(points, labels))
     hint = ("Hint: list every valid triplet (a, p, n): p has a's label (p != a), n another label. Add up "
             "max(d_ap − d_an + 5, 0) over all of them, then divide by the number of triplets whose term is > 0.")
-    if answer is None:
-        return report(False, "", "You have not answered yet. " + hint)
-    value = as_number(answer)
+    value = numeric_answer(answer, hint)
     if value is None:
-        return report(False, "", f"Give one number (a float or a one-element tensor), not {type(answer).__name__}. "
-                                 + hint)
+        return False
     positive_mask, negative_mask = label_masks(labels)
     valid = positive_mask.unsqueeze(2) & negative_mask.unsqueeze(1)
     raw = dist.unsqueeze(2) - dist.unsqueeze(1) + MARGIN  # [a, p, n] = d(a, p) - d(a, n) + margin
@@ -224,8 +218,8 @@ def check_batch_all_loss(answer) -> bool:
                                                       "the number of triplets with a positive loss."),
         (batch_hard, "That is the batch-hard loss (one triplet per anchor). Batch-all uses every valid triplet."),
     ]
-    for candidate, message in slips:
-        if matches(value, candidate):
-            return report(False, "", message)
+    message = first_slip(value, slips)
+    if message:
+        return report(False, "", message)
     return report(False, "", f"Not quite: you got {value:.6g}, expected {expected:.6g}. Compare your triplets with "
                              "BatchAllTripletLoss().explain(points, labels).to_frame(). " + hint)
