@@ -1040,3 +1040,22 @@ def train_dev_split(frame: pd.DataFrame, dev_size: Union[float, int] = 0.1, labe
     train = frame.iloc[np.flatnonzero(~is_dev)].reset_index(drop=True)
     dev = frame.iloc[np.flatnonzero(is_dev)].reset_index(drop=True)
     return train, dev
+
+
+def stratified_subset(frame: pd.DataFrame, size: int, label_column: str = "label", seed: int = 42) -> pd.DataFrame:
+    """``size`` rows of ``frame`` with every class's share kept; all rows when ``size`` is 0 or not smaller.
+
+    How notebooks cut a split down to ``lab.budget.train_subset`` / ``eval_subset`` (the same rows on every run).
+    """
+    if not size or size >= len(frame):
+        return frame
+    return train_dev_split(frame, dev_size=int(size), label_column=label_column, seed=seed)[1]
+
+
+def drop_small_classes(frame: pd.DataFrame, min_size: int, label_column: str = "label") -> pd.DataFrame:
+    """Only the rows of classes with at least ``min_size`` rows (a P×K sampler needs K of a class)."""
+    if label_column not in frame.columns:
+        raise ValueError(f"no column {label_column!r}; the columns are {', '.join(map(str, frame.columns))}")
+    counts = frame[label_column].value_counts()
+    keep = frame[label_column].isin(counts[counts >= min_size].index)
+    return frame[keep].reset_index(drop=True)

@@ -577,3 +577,21 @@ def test_train_dev_split_is_stratified_disjoint_and_deterministic(data_dir):
     assert set(small_train["label"]) == {0, 1, 2}  # singleton classes stay in train
     with pytest.raises(ValueError, match="dev_size"):
         data.train_dev_split(small, dev_size=1.5)
+
+
+def test_stratified_subset_keeps_each_class_share_and_is_repeatable():
+    frame = pd.DataFrame({"text": [f"t{i}" for i in range(100)], "label": [0] * 60 + [1] * 30 + [2] * 10})
+    subset = data.stratified_subset(frame, 20, seed=1)
+    assert len(subset) == 20
+    assert subset["label"].value_counts().to_dict() == {0: 12, 1: 6, 2: 2}  # 60/30/10 % of 20, counted by hand
+    assert subset.equals(data.stratified_subset(frame, 20, seed=1))
+    assert set(subset["text"]) <= set(frame["text"])
+    assert data.stratified_subset(frame, 0) is frame and data.stratified_subset(frame, 500) is frame
+
+
+def test_drop_small_classes_keeps_only_classes_with_enough_rows():
+    frame = pd.DataFrame({"text": list("abcdefg"), "label": [0, 0, 0, 1, 1, 2, 0]})
+    kept = data.drop_small_classes(frame, 2)
+    assert kept["text"].tolist() == ["a", "b", "c", "d", "e", "g"]
+    with pytest.raises(ValueError, match="no column 'intent'"):
+        data.drop_small_classes(frame, 2, label_column="intent")
