@@ -37,7 +37,7 @@ class Budget:
 FULL = Budget(
     train_steps=300, eval_every=50, train_subset=0, eval_subset=0, max_length=64,
     batch_p=8, batch_k=4, umap_points=3000, encode_batch_size=64, benchmark_repeats=5,
-    compare_steps=150,
+    compare_steps=100,
 )
 FAST = Budget(
     train_steps=6, eval_every=3, train_subset=400, eval_subset=200, max_length=32,
