@@ -16,8 +16,8 @@ The definitions are those of the libraries people compare against:
 * pair classification (`pair_classification`): sentence-transformers' `BinaryClassificationEvaluator`
   threshold search, run on a dev split and applied to a test split.
 
-Taught in notebooks/09_training.ipynb (retrieval, STS, curves) and notebooks/10_clusters.ipynb (cluster
-quality, similarity distributions).
+Taught in notebooks/09_training.ipynb (retrieval, curves), notebooks/10_clusters.ipynb (cluster
+quality, similarity distributions) and notebooks/11_choosing_a_loss.ipynb (STS correlation).
 """
 from __future__ import annotations
 
@@ -219,7 +219,7 @@ def sts_correlation(embeddings1, embeddings2, scores) -> dict:
 
     Returns: ``{"pearson_cosine": float, "spearman_cosine": float}``.
 
-    Taught in notebooks/09_training.ipynb.
+    Taught in notebooks/11_choosing_a_loss.ipynb.
     """
     similarities = _pairwise_cosine(embeddings1, embeddings2).numpy()
     gold = _gold_scores(scores, len(similarities))
@@ -251,7 +251,7 @@ def triplet_accuracy(anchors, positives, negatives, similarity: str = "cosine", 
     `similarity` is "cosine" (default), "dot", "euclidean" or "manhattan"; for the two distances the
     similarity is minus the distance, so the test reads "d(a, p) < d(a, n) - margin".
 
-    Taught in notebooks/09_training.ipynb.
+    For triplet data (e.g. `labkit.data.snli_triplets`); no notebook uses it yet.
     """
     if similarity not in TRIPLET_SIMILARITIES:
         raise ValueError(f"Unknown similarity {similarity!r}: use one of {TRIPLET_SIMILARITIES}.")
@@ -361,7 +361,7 @@ def pair_classification(
     Returns: ``accuracy`` (test, at ``accuracy_threshold``), ``f1``, ``precision``, ``recall`` (test, at
     ``f1_threshold``), ``dev_accuracy``, ``dev_f1``, and ``average_precision`` on test (threshold-free).
 
-    Taught in notebooks/09_training.ipynb.
+    Used by `python -m labkit evaluate` on 0/1 pair data (labkit/experiment.py).
     """
     from sklearn.metrics import average_precision_score
 
@@ -548,7 +548,7 @@ def evaluate_retrieval(model, texts, labels, batch_size: int = 64, ks: Sequence[
 def evaluate_sts(model, sentences1, sentences2, scores, batch_size: int = 64) -> dict:
     """Encode both sides of every pair in one call and return `sts_correlation`.
 
-    Taught in notebooks/09_training.ipynb.
+    Taught in notebooks/11_choosing_a_loss.ipynb.
     """
     sentences1, sentences2 = list(sentences1), list(sentences2)
     _same_length(("sentences1", len(sentences1)), ("sentences2", len(sentences2)))
@@ -562,7 +562,7 @@ def evaluate_triplets(
 ) -> float:
     """Encode anchors, positives and negatives in one call and return `triplet_accuracy`.
 
-    Taught in notebooks/09_training.ipynb.
+    For triplet data (e.g. `labkit.data.snli_triplets`); no notebook uses it yet.
     """
     anchors, positives, negatives = list(anchors), list(positives), list(negatives)
     _same_length(("anchors", len(anchors)), ("positives", len(positives)), ("negatives", len(negatives)))
