@@ -9,6 +9,9 @@
 `train` writes OUT/model (sentence-transformers format), OUT/metrics.json (held-out metrics before and
 after), OUT/curves.png and OUT/umap.png (labelled data). `evaluate` prints the metrics as JSON.
 `download` prefetches datasets (and Hugging Face models) for a workshop on bad Wi-Fi.
+
+Several GPUs: `torchrun --nproc_per_node=4 -m labkit train ...` trains with one process per GPU; --batch is
+per process (4 GPUs × 8x4 = one batch of 32 classes × 4), and only rank 0 prints and writes OUT/.
 """
 from __future__ import annotations
 
@@ -78,20 +81,35 @@ def _experiment_data(args):
 
 
 def run_train(args) -> int:
+    from labkit import distributed
+
+    world = distributed.init_from_env()  # under torchrun: one process per GPU; otherwise nothing happens
+    try:
+        return _train(args, world)
+    finally:
+        if world.is_distributed:
+            distributed.shutdown()
+
+
+def _train(args, world) -> int:
     import labkit
     from labkit import viz
     from labkit.experiment import run_experiment
 
-    labkit.setup(seed=args.seed, fast=False)
+    labkit.setup(seed=args.seed, fast=False, quiet=not world.is_main)
     exp = _experiment_data(args)
     p, k, batch_size = args.batch
     if exp.kind == "labelled" and args.loss != "MultipleNegativesRankingLoss" and not p:
         raise ValueError("Batch triplet losses need P×K batches: pass --batch like 8x4 (8 classes × 4 examples).")
     model = labkit.load_model(args.model)
-    before = model.encode(list(exp.heldout["text"][:2000])) if exp.kind == "labelled" else None
+    before = model.encode(list(exp.heldout["text"][:2000])) if exp.kind == "labelled" and world.is_main else None
+    # Several processes: all train together, rank 0 alone writes OUT/ and prints.
     report = run_experiment(model, exp, args.loss, steps=args.steps, epochs=args.epochs, p=p, k=k,
                             batch_size=batch_size, lr=args.lr, max_length=args.max_length,
-                            eval_subset=args.eval_subset, out=args.out, seed=args.seed)
+                            eval_subset=args.eval_subset, out=args.out if world.is_main else None, seed=args.seed,
+                            show_progress=world.is_main)
+    if not world.is_main:
+        return 0
     out = Path(args.out)
     viz.plot_loss_curves(report["history"]).savefig(out / "curves.png", dpi=100, bbox_inches="tight")
     if before is not None:

@@ -14,6 +14,13 @@ All samplers yield lists of int indices, so they plug into ``DataLoader(dataset,
 Every sampler is deterministic for a seed; the training samplers draw a new, reproducible order each
 epoch (``set_epoch``).
 
+Several processes (``torchrun``, one per GPU): the training samplers take ``num_replicas`` and ``rank``
+(by default read from torchrun's environment or the running process group, so the same code works in one
+process and in N). Each draws the *global* batch of all N processes, N times the per-process size, and
+yields only this process's contiguous share of it; gathered back together (`labkit.distributed`) the
+shares are exactly the batch that one process would draw with N times the size. Taught in
+notebooks/13_scaling_up.ipynb.
+
 Taught in notebooks/02_dataset_and_sampler.ipynb.
 
 Reference: A. Hermans, L. Beyer, B. Leibe, "In Defense of the Triplet Loss for Person Re-Identification",
@@ -87,6 +94,27 @@ def _check_positive_int(name: str, value, minimum: int) -> int:
     return int(value)
 
 
+def _resolve_replicas(num_replicas, rank) -> tuple[int, int]:
+    """(number of processes, this process's rank): as given, else from torchrun / torch.distributed (1, 0 alone)."""
+    if num_replicas is None or rank is None:
+        from labkit.distributed import current_world
+
+        world = current_world()
+        num_replicas = world.size if num_replicas is None else num_replicas
+        rank = world.rank if rank is None else rank
+    num_replicas = _check_positive_int("num_replicas", num_replicas, 1)
+    rank = _check_positive_int("rank", rank, 0)
+    if rank >= num_replicas:
+        raise ValueError(f"rank must be in 0..num_replicas-1, got rank={rank} with num_replicas={num_replicas}.")
+    return num_replicas, rank
+
+
+def _share(batch: list[int], num_replicas: int, rank: int) -> list[int]:
+    """Process ``rank``'s contiguous share of a global batch whose length is a multiple of ``num_replicas``."""
+    size = len(batch) // num_replicas
+    return batch[rank * size : (rank + 1) * size]
+
+
 def _describe_classes(classes: np.ndarray, sizes: np.ndarray, limit: int = 10) -> str:
     shown = ", ".join(f"{classes[c]!r} ({sizes[c]} examples)" for c in range(min(len(classes), limit)))
     more = f" and {len(classes) - limit} more" if len(classes) > limit else ""
@@ -150,6 +178,13 @@ class PKBatchSampler(_EpochMixin):
     Classes are picked for each batch at random, with probability proportional to their unused groups, so
     every batch mixes different classes (hard negatives come from many classes over an epoch).
 
+    Several processes (N = ``num_replicas``): P and K are per process. Each step's global batch has N·P
+    distinct classes × K examples, drawn exactly as ``PKBatchSampler(labels, p=N·P, k)`` would draw it, and
+    process ``rank`` gets classes ``rank·P .. rank·P + P - 1`` of it (P whole classes × K): the processes'
+    batches are disjoint and, gathered, form the global batch. Every process yields the same number of
+    batches: the epoch length above computed with N·P classes per batch, so an epoch has about 1/N as many
+    steps, each seeing N times as many examples (every example still at most once per epoch).
+
     Args:
         labels: one class label per example (list, numpy array, torch tensor or pandas Series of ints or
             strings).
@@ -160,9 +195,13 @@ class PKBatchSampler(_EpochMixin):
             with 2 <= n < K examples gives one group per epoch: its n examples plus K-n draws with
             replacement among them. These top-up repeats are the only repeated indices in a batch (a
             positive pair of an example with itself has distance 0: it teaches nothing, so keep them rare).
+        num_replicas, rank: how many processes share each global batch, and which one this is. None (the
+            default) reads them from torchrun's environment or the running process group: 1 and 0 in a
+            single process, which changes nothing.
 
     Raises:
-        ValueError: a class has fewer than K examples (named in the message), or fewer than P classes qualify.
+        ValueError: a class has fewer than K examples (named in the message), or fewer than P classes qualify
+            (N·P with N processes).
 
     Example:
         >>> from torch.utils.data import DataLoader
@@ -178,12 +217,23 @@ class PKBatchSampler(_EpochMixin):
     Taught in notebooks/02_dataset_and_sampler.ipynb.
     """
 
-    def __init__(self, labels, p: int, k: int, seed: int = 0, allow_replacement: bool = False) -> None:
+    def __init__(
+        self,
+        labels,
+        p: int,
+        k: int,
+        seed: int = 0,
+        allow_replacement: bool = False,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> None:
         self.p = _check_positive_int("p", p, 2)
         self.k = _check_positive_int("k", k, 2)
         self.seed = _check_positive_int("seed", seed, 0)
         self.allow_replacement = bool(allow_replacement)
         self.epoch = 0
+        self.num_replicas, self.rank = _resolve_replicas(num_replicas, rank)
+        self.classes_per_batch = self.p * self.num_replicas  # of the global batch, all processes together
 
         self.class_codes, self.classes = _encode_labels(labels)
         self.class_sizes = np.bincount(self.class_codes, minlength=len(self.classes))
@@ -191,7 +241,7 @@ class PKBatchSampler(_EpochMixin):
 
         # Every class gives n // K groups; a topped-up small class gives one.
         self.groups_per_class = np.maximum(self.class_sizes // self.k, (self.class_sizes < self.k).astype(np.int64))
-        self.num_batches = _max_full_batches(self.groups_per_class, self.p)
+        self.num_batches = _max_full_batches(self.groups_per_class, self.classes_per_batch)
 
         # Example indices grouped by class (stable), with the start of each class's block.
         self._indices_by_class = np.argsort(self.class_codes, kind="stable")
@@ -211,7 +261,13 @@ class PKBatchSampler(_EpochMixin):
                 f"{_describe_classes(classes[too_small], sizes[too_small])}. Use a smaller k, drop those classes, "
                 "or pass allow_replacement=True to top them up by sampling with replacement."
             )
-        if len(classes) < self.p:
+        if len(classes) < self.classes_per_batch:
+            if self.num_replicas > 1:
+                raise ValueError(
+                    f"Only {len(classes)} class(es) in the labels, but {self.num_replicas} processes × p={self.p} = "
+                    f"{self.classes_per_batch} distinct classes are needed per global batch. "
+                    f"Use p <= {len(classes) // self.num_replicas} or fewer processes."
+                )
             raise ValueError(
                 f"Only {len(classes)} class(es) in the labels, but p={self.p} distinct classes are needed per batch. "
                 f"Use p <= {len(classes)}."
@@ -226,7 +282,11 @@ class PKBatchSampler(_EpochMixin):
         yield from self.batches_for_epoch(epoch)
 
     def batches_for_epoch(self, epoch: int) -> list[list[int]]:
-        """All batches of one epoch, without changing the sampler's state (handy for inspecting an epoch)."""
+        """All batches of one epoch (this process's share of them), without changing the sampler's state."""
+        return [_share(batch, self.num_replicas, self.rank) for batch in self.global_batches_for_epoch(epoch)]
+
+    def global_batches_for_epoch(self, epoch: int) -> list[list[int]]:
+        """The global batches of one epoch, N·P classes × K each: every process's share, in rank order."""
         rng = self._rng(_check_positive_int("epoch", epoch, 0))
         groups = self._shuffled_groups(rng)
         group_offsets = np.concatenate([[0], np.cumsum(self.groups_per_class)[:-1]])
@@ -270,7 +330,7 @@ class PKBatchSampler(_EpochMixin):
         The remaining batches stay fillable as long as at most ``slack = sum min(groups, R) - P·R`` big classes
         are skipped now, so we first pick enough big classes, then fill the batch at random, weighted by groups.
         """
-        p = self.p
+        p = self.classes_per_batch
         slack = int(np.minimum(groups_left, batches_left).sum()) - p * batches_left
         big = np.flatnonzero(groups_left >= batches_left)
         must_pick = max(0, len(big) - slack)
@@ -307,7 +367,8 @@ class FixedBatchSampler:
     def __init__(
         self, labels, p: int, k: int, seed: int = 0, allow_replacement: bool = False, max_batches: int | None = None
     ) -> None:
-        batches = PKBatchSampler(labels, p, k, seed=seed, allow_replacement=allow_replacement).batches_for_epoch(0)
+        batches = PKBatchSampler(labels, p, k, seed=seed, allow_replacement=allow_replacement,
+                                 num_replicas=1, rank=0).batches_for_epoch(0)  # evaluation: never sharded
         if max_batches is not None:
             batches = batches[: _check_positive_int("max_batches", max_batches, 1)]
         self.batches: list[list[int]] = batches
@@ -381,13 +442,21 @@ class NoDuplicatesBatchSampler(_EpochMixin):
     ``N % batch_size`` rows with ``drop_last=True``, sit out this epoch and get another chance the next one).
     sentence-transformers instead always promises ``N // batch_size`` and redraws rows to keep that promise.
 
+    Several processes (N = ``num_replicas``): ``batch_size`` is per process. The sampler builds global
+    batches of N·batch_size rows without duplicates (so no process's rows duplicate another's: the gathered
+    batch is duplicate-free) and gives process ``rank`` rows ``rank·batch_size ..`` of each. Every process
+    gets the same number of batches, about N times fewer per epoch.
+
     Args:
         texts_or_keys: one row per example: a list of strings (one text per row), a list of tuples
             ``(anchor, positive[, negative…])``, a 2-D array or a pandas DataFrame (all its columns are
             compared; select the text columns first). Equal values in any column count as duplicates.
-        batch_size: rows per batch (>= 2).
+        batch_size: rows per batch (>= 2), per process.
         seed: seed of every epoch's order.
         drop_last: drop the last, incomplete batch (default True: a smaller batch has fewer negatives).
+            Must be True with several processes (each needs a batch of the same size).
+        num_replicas, rank: processes sharing each global batch, and this one; None reads them from
+            torchrun's environment or the process group (1 and 0 in a single process).
 
     Example:
         >>> pairs = [("q1", "answer A"), ("q2", "answer A"), ("q3", "answer B"), ("q4", "answer C")]
@@ -398,14 +467,29 @@ class NoDuplicatesBatchSampler(_EpochMixin):
     Taught in notebooks/02_dataset_and_sampler.ipynb.
     """
 
-    def __init__(self, texts_or_keys, batch_size: int, seed: int = 0, drop_last: bool = True) -> None:
+    def __init__(
+        self,
+        texts_or_keys,
+        batch_size: int,
+        seed: int = 0,
+        drop_last: bool = True,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> None:
         self.batch_size = _check_positive_int("batch_size", batch_size, 2)
         self.seed = _check_positive_int("seed", seed, 0)
         self.drop_last = bool(drop_last)
         self.epoch = 0
+        self.num_replicas, self.rank = _resolve_replicas(num_replicas, rank)
+        if self.num_replicas > 1 and not self.drop_last:
+            raise ValueError("drop_last=False leaves a last batch that cannot be split evenly between processes; "
+                             "use drop_last=True with several processes.")
+        self.global_batch_size = self.batch_size * self.num_replicas
         self.keys = _as_key_matrix(texts_or_keys)
-        if len(self.keys) < self.batch_size:
-            raise ValueError(f"batch_size={self.batch_size} is larger than the {len(self.keys)} rows; lower it.")
+        if len(self.keys) < self.global_batch_size:
+            processes = f" ({self.num_replicas} processes × {self.batch_size})" if self.num_replicas > 1 else ""
+            raise ValueError(f"batch_size={self.global_batch_size}{processes} is larger than the {len(self.keys)} "
+                             "rows; lower it.")
         self._cached_epoch: int | None = None
         self._cached_batches: list[list[int]] = []
         self.batches_for_epoch(0)  # fail now, not at the first training step, if no batch can be formed
@@ -419,7 +503,11 @@ class NoDuplicatesBatchSampler(_EpochMixin):
         yield from self.batches_for_epoch(epoch)
 
     def batches_for_epoch(self, epoch: int) -> list[list[int]]:
-        """All batches of one epoch, without changing the sampler's state."""
+        """All batches of one epoch (this process's share of them), without changing the sampler's state."""
+        return [_share(batch, self.num_replicas, self.rank) for batch in self.global_batches_for_epoch(epoch)]
+
+    def global_batches_for_epoch(self, epoch: int) -> list[list[int]]:
+        """The global batches of one epoch (N·batch_size rows): every process's share, in rank order."""
         epoch = _check_positive_int("epoch", epoch, 0)
         if self._cached_epoch != epoch:
             self._cached_batches = self._build_epoch(self._rng(epoch))
@@ -427,7 +515,7 @@ class NoDuplicatesBatchSampler(_EpochMixin):
         return [list(batch) for batch in self._cached_batches]
 
     def _build_epoch(self, rng: np.random.Generator) -> list[list[int]]:
-        keys, size = self.keys, self.batch_size
+        keys, size = self.keys, self.global_batch_size
         order = rng.permutation(len(keys))
         deferred = np.empty(0, dtype=np.int64)
         next_fresh = 0

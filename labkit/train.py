@@ -17,7 +17,12 @@ Every `eval_every` steps the evaluator runs; the best model is kept. With `outpu
 (model, optimizer, scheduler, scaler, RNG states, data position) is written there, `resume=True` goes on
 from it and gives the same result as a run that never stopped, and Ctrl-C leaves a usable checkpoint.
 
-Taught in notebooks/09_training.ipynb.
+Several GPUs: the same call runs under ``torchrun --nproc_per_node=N``, one process per GPU. Each process
+embeds its share of every batch, the loss sees the embeddings of all processes as one batch of N × the
+per-process size, and DistributedDataParallel keeps the copies of the model identical; rank 0 alone prints
+and writes files. The few lines that do it are marked "several processes"; `labkit.distributed` explains them.
+
+Taught in notebooks/09_training.ipynb (several GPUs: notebooks/13_scaling_up.ipynb).
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ import random
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -34,6 +40,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from labkit import distributed
 from labkit.env import pick_device
 from labkit.text import Collate
 
@@ -144,13 +151,27 @@ def _set_rng_state(state: dict) -> None:
 
 
 class _EpochBatches:
-    """The batches of one epoch as lists of indices, so a resumed run can skip the ones already done."""
+    """The batches of one epoch as lists of indices, so a resumed run can skip the ones already done.
 
-    def __init__(self, dataset_size: int, batch_sampler, batch_size: int, seed: int):
+    With N processes, this process's share of each global batch: the sampler gives it (it was built with
+    ``num_replicas``); without a sampler, each global batch of N·batch_size shuffled rows is cut in N.
+    """
+
+    def __init__(self, dataset_size: int, batch_sampler, batch_size: int, seed: int,
+                 world: distributed.World = distributed.World()):
+        shared_by = getattr(batch_sampler, "num_replicas", 1) if batch_sampler is not None else world.size
+        if shared_by != world.size:
+            raise ValueError(
+                f"{world.size} process(es) are training, but {type(batch_sampler).__name__} shares each batch "
+                f"between {shared_by} (a sampler without num_replicas gives every process the same batches). Build "
+                "PKBatchSampler / NoDuplicatesBatchSampler in each training process without num_replicas and rank "
+                "(they read them from torchrun's environment), or pass no sampler (shuffled batches)."
+            )
         self.dataset_size = dataset_size
         self.batch_sampler = batch_sampler
         self.batch_size = batch_size
         self.seed = seed
+        self.world = world
 
     def __call__(self, epoch: int) -> list[list[int]]:
         if self.batch_sampler is not None:
@@ -158,8 +179,10 @@ class _EpochBatches:
                 self.batch_sampler.set_epoch(epoch)
             return [list(map(int, b)) for b in self.batch_sampler]
         order = torch.randperm(self.dataset_size, generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
-        full = len(order) // self.batch_size * self.batch_size  # drop the last, smaller batch
-        return [order[i : i + self.batch_size] for i in range(0, full, self.batch_size)]
+        size = self.batch_size * self.world.size  # the global batch of all processes
+        full = len(order) // size * size  # drop the last, smaller batch
+        mine = slice(self.world.rank * self.batch_size, (self.world.rank + 1) * self.batch_size)
+        return [order[i : i + size][mine] for i in range(0, full, size)]
 
 
 def fit(
@@ -208,18 +231,23 @@ def fit(
         output_dir: where checkpoints and the best model go; `resume=True` continues from its checkpoint.
         precision: "auto" (bf16 / fp16 / fp32 by hardware), or force one.
         log_every: how often the loss is read back from the device (a host sync) and checked for NaN/inf.
+
+    Under ``torchrun`` (several processes), ``batch_size`` and the sampler's P are per process; the loss sees
+    the batches of all processes together, and only rank 0 shows progress and writes to ``output_dir``
+    (the evaluator runs in every process: same weights, same result).
     """
     if (steps is None) == (epochs is None):
         raise ValueError("Give exactly one of steps= or epochs= (how long to train).")
     if grad_accum_steps < 1:
         raise ValueError(f"grad_accum_steps must be at least 1, got {grad_accum_steps}.")
-    device = pick_device(device)
+    world = distributed.init_from_env()  # several processes: join them (a single process: nothing happens)
+    device = distributed.process_device(pick_device(device), world)
     model.to(device)
     loss.to(device)
     precision = precision_for(device, precision)
     on_gpu = device.type == "cuda"
 
-    batches_of = _EpochBatches(len(train_dataset), batch_sampler, batch_size, seed)
+    batches_of = _EpochBatches(len(train_dataset), batch_sampler, batch_size, seed, world)
     batches_per_epoch = len(batches_of(0))
     if batches_per_epoch < grad_accum_steps:
         raise ValueError(
@@ -262,7 +290,7 @@ def fit(
         result.history.append(_evaluate(evaluator, model, step=0))
 
     def save_checkpoint() -> None:
-        if checkpoint_path is None:
+        if checkpoint_path is None or not world.is_main:  # several processes: rank 0 writes for all
             return
         checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = checkpoint_path.with_suffix(".tmp")
@@ -279,8 +307,11 @@ def fit(
 
     from tqdm.auto import tqdm
 
-    plot = _LivePlot(metric) if (live_plot if live_plot is not None else _in_notebook()) else None
-    progress = tqdm(total=total_steps, initial=step, desc="train", disable=not show_progress)
+    # Several processes: model + loss in one DDP module whose loss sees the batches of all processes.
+    batch_loss = (distributed.data_parallel(model, loss, compute_loss, device) if world.is_distributed
+                  else partial(compute_loss, model, loss))
+    plot = _LivePlot(metric) if world.is_main and (live_plot if live_plot is not None else _in_notebook()) else None
+    progress = tqdm(total=total_steps, initial=step, desc="train", disable=not show_progress or not world.is_main)
     recent = torch.zeros(max(1, log_every), device=device)  # losses kept on the device between host syncs
     model.train()
     loss.train()
@@ -301,9 +332,11 @@ def fit(
             for features, labels in batches:
                 features = to_device(features, device, non_blocking=on_gpu)
                 labels = to_device(labels, device, non_blocking=on_gpu)
-                with autocast(device, precision):
-                    value = compute_loss(model, loss, features, labels)
-                scaler.scale(value / grad_accum_steps).backward()
+                ends_a_step = (batch_in_epoch + 1) % grad_accum_steps == 0
+                with nullcontext() if ends_a_step else distributed.no_gradient_sync(batch_loss):
+                    with autocast(device, precision):
+                        value = batch_loss(features, labels)
+                    scaler.scale(value / grad_accum_steps).backward()
                 batch_in_epoch += 1
                 recent[step % len(recent)] += value.detach().float() / grad_accum_steps
                 if batch_in_epoch % grad_accum_steps:
@@ -349,8 +382,9 @@ def fit(
     save_checkpoint()
     if restore_best and best_state is not None:
         model.load_state_dict(best_state)
-    if result.output_dir is not None:
+    if result.output_dir is not None and world.is_main:
         model.save(result.output_dir / "model")
+    distributed.barrier()  # several processes: none returns before rank 0 has written the model
     result.seconds = time.perf_counter() - started
     return result
 
