@@ -423,6 +423,25 @@ def _rows_first_for_all_their_keys(keys: np.ndarray) -> np.ndarray:
     return (first_row == np.arange(rows)[:, None]).all(axis=1)
 
 
+def _rows_kept_by_scan(keys: np.ndarray) -> np.ndarray:
+    """True for the rows a front-to-back scan keeps when it keeps each row none of whose keys a kept row has.
+
+    The result of that Python loop, in a few vectorised rounds: a row first for all its keys is surely kept;
+    a row sharing a key with a kept row is surely not; decide the rest the same way among themselves.
+    (Deciding in one round, as `_rows_first_for_all_their_keys` alone would, lets a *rejected* row block its
+    other keys: in (a, b), (b, c), (c, d) the third row would be turned away for no reason.)
+    """
+    kept = np.zeros(len(keys), dtype=bool)
+    undecided = np.arange(len(keys))
+    while len(undecided):  # each round keeps at least the first undecided row
+        remaining = keys[undecided]
+        first = _rows_first_for_all_their_keys(remaining)
+        kept[undecided[first]] = True
+        blocked = np.isin(remaining, remaining[first]).any(axis=1)  # shares a key with a row kept just now
+        undecided = undecided[~first & ~blocked]
+    return kept
+
+
 class NoDuplicatesBatchSampler(_EpochMixin):
     """Batches in which no two rows share a text, for in-batch-negative losses (MultipleNegativesRankingLoss).
 
@@ -433,8 +452,8 @@ class NoDuplicatesBatchSampler(_EpochMixin):
     normalised keys (e.g. lower-cased) to compare more loosely.
 
     How: each epoch shuffles the rows; each batch takes, from the rows deferred so far followed by fresh
-    rows, those whose texts appear in no earlier candidate row (a vectorised first-occurrence test), and
-    defers the others to later batches.
+    rows, those a front-to-back scan would take (each row whose texts no row taken before it has; computed
+    in a few vectorised rounds), and defers the others to later batches.
 
     Epoch length: every row is used **at most once per epoch** (no redraws). ``len(sampler)`` is the exact
     number of batches of the next epoch (it builds that epoch and keeps it): ``N // batch_size`` when
@@ -526,7 +545,7 @@ class NoDuplicatesBatchSampler(_EpochMixin):
                 fresh = order[next_fresh : next_fresh + size]
                 next_fresh += len(fresh)
                 candidates = np.concatenate([candidates, fresh])
-                accepted = np.flatnonzero(_rows_first_for_all_their_keys(keys[candidates]))
+                accepted = np.flatnonzero(_rows_kept_by_scan(keys[candidates]))
                 if len(accepted) >= size or next_fresh >= len(order):
                     break
             taken = accepted[:size]

@@ -382,3 +382,24 @@ def test_pk_handles_a_large_dataset_quickly():
     sampler = PKBatchSampler(labels, p=16, k=8)
     batches = sampler.batches_for_epoch(0)  # vectorised: well under a second here
     assert len(batches) == len(sampler) and len(batches[0]) == 128
+
+
+def _scan_keeps(keys):
+    """The obviously-correct loop: keep a row when none of its keys is in a kept row."""
+    seen, kept = set(), []
+    for row in keys:
+        keep = not (set(row.tolist()) & seen)
+        kept.append(keep)
+        if keep:
+            seen.update(row.tolist())
+    return np.array(kept)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_rows_kept_by_scan_equals_a_python_scan(seed):
+    from labkit.sampling import _rows_kept_by_scan
+
+    rng = np.random.default_rng(seed)
+    keys = rng.integers(0, rng.integers(5, 60), size=(rng.integers(1, 80), rng.integers(1, 4)))
+    assert np.array_equal(_rows_kept_by_scan(keys), _scan_keeps(keys))
+
