@@ -32,17 +32,18 @@ class Budget:
     encode_batch_size: int
     benchmark_repeats: int  # repeats of a timed cell
     compare_steps: int  # optimizer steps per loss when several losses are compared (notebook 11)
+    projection: str  # 2-D maps: "umap" (the real picture) or "pca" (instant; UMAP's first call compiles for ~1 min)
 
 
 FULL = Budget(
     train_steps=300, eval_every=50, train_subset=0, eval_subset=0, max_length=64,
     batch_p=8, batch_k=4, umap_points=3000, encode_batch_size=64, benchmark_repeats=5,
-    compare_steps=100,
+    compare_steps=100, projection="umap",
 )
 FAST = Budget(
     train_steps=6, eval_every=3, train_subset=400, eval_subset=200, max_length=32,
     batch_p=4, batch_k=4, umap_points=300, encode_batch_size=64, benchmark_repeats=1,
-    compare_steps=4,
+    compare_steps=4, projection="pca",
 )
 
 
