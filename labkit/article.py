@@ -14,14 +14,16 @@ crashes. Note on tokenization: the notebook tokenizes every passage *once, up fr
 time with ``padding='max_length'`` (:meth:`ArticleDataset.from_texts` does the same), and ``__getitem__``
 moves each example's tensors to the device.
 
-Nothing here is meant for training: notebooks 02, 05 and 12 and ``benchmarks/losses.py`` import it to show,
-and time, what labkit does differently. Each docstring says what is wrong or slow and what labkit does instead.
+Nothing here is meant for your own training: notebooks 02, 05 and 12 and ``benchmarks/losses.py`` import it
+to show, and time, what labkit does differently; :func:`train_like_the_article` runs the article's whole
+training loop (with a step budget) so notebook 12 can compare its result with ``labkit.train.fit``'s. Each
+docstring says what is wrong or slow and what labkit does instead.
 Two further slips of the notebook are not reproduced as code but worth knowing: ``validate()`` iterates
 ``train_loader`` instead of ``dev_loader`` (the "dev loss" is a training loss), and the summary takes
 ``np.argmin(dev_loss)`` of a scalar, so it always reports epoch 1 as the best.
 
 Taught in notebooks/02_dataset_and_sampler.ipynb (dataset and sampler), notebooks/05_triplet_losses.ipynb
-(the loss) and notebooks/12 (the full comparison).
+(the loss) and notebooks/12_reproducing_the_article.ipynb (the training loop and the full comparison).
 """
 from __future__ import annotations
 
@@ -33,7 +35,10 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, SequentialSampler
 
-__all__ = ["ArticleDataset", "ArticleWeightedSampler", "article_validation_batches", "article_batch_hard_loss"]
+__all__ = [
+    "ArticleDataset", "ArticleWeightedSampler", "article_validation_batches", "article_batch_hard_loss",
+    "train_like_the_article", "ARTICLE_SETTINGS",
+]
 
 
 class ArticleDataset(Dataset):
@@ -80,11 +85,17 @@ class ArticleDataset(Dataset):
         self.unique_classes = list(self.label_dict.keys())
 
     @classmethod
-    def from_texts(cls, texts: Sequence[str], labels, tokenizer, device: str | torch.device = "cpu") -> "ArticleDataset":
-        """Tokenize like the article: one sentence at a time, ``truncation=True, padding='max_length'``."""
+    def from_texts(cls, texts: Sequence[str], labels, tokenizer, device: str | torch.device = "cpu",
+                   max_length: int | None = None) -> "ArticleDataset":
+        """Tokenize like the article: one sentence at a time, ``truncation=True, padding='max_length'``.
+
+        ``max_length=None`` pads to the tokenizer's maximum (512 for gte-base), as the article does; a number
+        pads (and truncates) every passage to that many tokens instead — still fixed-length padding.
+        """
         tokens, attention_masks = [], []
         for sentence in texts:
-            encoding = tokenizer(sentence, truncation=True, padding="max_length", return_tensors="pt")
+            encoding = tokenizer(sentence, truncation=True, padding="max_length", max_length=max_length,
+                                 return_tensors="pt")
             tokens.append(encoding["input_ids"].squeeze(0))
             attention_masks.append(encoding["attention_mask"].squeeze(0))
         return cls(tokens, attention_masks, list(labels), device=device)
@@ -272,3 +283,135 @@ def article_batch_hard_loss(embeddings: torch.Tensor, labels: torch.Tensor, marg
     negatives = torch.stack(negatives)
 
     return criterion(anchors, positives, negatives)
+
+
+# The article's training settings, as far as its notebook states them (1.7.1_embedding_ft_train.ipynb).
+ARTICLE_SETTINGS = {
+    "model": "thenlper/gte-base",  # mean pooling, then F.normalize (its own EmbeddingModel class)
+    "batch_size": 32,  # 4 classes x 8 passages (ArticleWeightedSampler)
+    "lr": 5e-5,
+    "weight_decay": 0.01,  # torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=alpha)
+    "margin": 1.0,  # nn.TripletMarginLoss() defaults: margin 1.0, p=2, eps=1e-6, mean over anchors
+    "warmup": "total_steps // 12",  # transformers.get_linear_schedule_with_warmup: linear up, then linear to 0
+    "epochs": 15,  # of len(dataset) // 32 = 375 announced batches: ~5,600 optimizer steps
+    "padding": "max_length (512 tokens for gte-base)",
+    "gradient_clipping": None,
+    "precision": "fp32",
+}
+
+
+def train_like_the_article(
+    model: nn.Module,
+    train_frame,
+    steps: int,
+    *,
+    batch_size: int = 32,
+    lr: float = 5e-5,
+    weight_decay: float = 0.01,
+    margin: float = 1.0,
+    max_length: int | None = None,
+    seed: int | None = None,
+    device: str | torch.device | None = None,
+    show_progress: bool = True,
+):
+    """Train ``model`` with the article's own loop for ``steps`` optimizer steps; return a ``TrainResult``.
+
+    What runs, as in the article's ``tv_run()`` / ``train()`` (defaults are its settings, :data:`ARTICLE_SETTINGS`):
+
+    1. every training passage is tokenized up front, one at a time, padded to a fixed length
+       (:meth:`ArticleDataset.from_texts`), and kept in an :class:`ArticleDataset` that moves each example
+       to the device in ``__getitem__``;
+    2. batches come from :class:`ArticleWeightedSampler` (4 classes × ``batch_size // 4`` passages, each
+       batch drawn afresh, so passages repeat within an epoch); a new pass over it starts when one ends;
+    3. ``torch.optim.AdamW(model.parameters(), lr, weight_decay)`` (no fused kernel), with transformers'
+       ``get_linear_schedule_with_warmup`` and ``total_steps // 12`` warm-up steps;
+    4. per step: ``zero_grad``, embed (``model.train()``: dropout on), :func:`article_batch_hard_loss`
+       (the per-anchor loop + ``nn.TripletMarginLoss``), ``loss.item()``, ``backward``, ``optimizer.step``,
+       ``scheduler.step`` — no gradient clipping, fp32.
+
+    Differences from the article, all forced by running it here and all kept small:
+
+    - ``steps`` replaces ``epochs``, and the schedule's ``total_steps`` is ``steps``. (The article uses
+      ``len(train_loader) * epochs``; its sampler can yield one batch more per epoch than ``len()`` says,
+      so its schedule reaches 0 a few batches early and those train at learning rate 0. Not reproduced.)
+    - ``max_length``: the article pads to the tokenizer's maximum, 512 for gte-base (``None`` here does the
+      same); a number pads and truncates to that length instead — still one fixed length for every passage.
+    - no dev loss and no early stopping: the article's ``validate()`` iterates the *training* loader (see the
+      module docstring), so its "dev loss" is another training loss; evaluate the returned model instead.
+    - ``seed``: ``None`` keeps NumPy's global RNG for the sampler, as in the article; an int makes the batches
+      reproducible. Dropout draws from torch's global RNG in both cases.
+    - the returned model is in ``eval()`` mode (dropout off), as labkit's models are when loaded.
+    - the model is any ``EmbeddingModel`` (``forward(features) -> embeddings``); the article's own class is
+      mean pooling + ``F.normalize``, i.e. ``labkit.load_model("thenlper/gte-base", normalize=True)``.
+
+    Args:
+        model: the model to train in place (``.tokenizer`` and ``forward({"input_ids", "attention_mask"})``).
+        train_frame: a DataFrame with ``text`` and ``label`` (int 0..C-1, every class at least twice), e.g.
+            ``labkit.data.load_books("train")``.
+        steps: optimizer steps to take.
+        batch_size, lr, weight_decay, margin: the article's 32, 5e-5, 0.01 and 1.0.
+        max_length: tokens every passage is padded to (None: the tokenizer's maximum).
+        seed, device, show_progress: see above; ``device=None`` picks the best available.
+
+    Returns:
+        ``labkit.train.TrainResult`` with ``history`` (one ``{"step", "loss"}`` row per step), ``steps`` and
+        ``seconds`` (the training loop only, not the up-front tokenization), like ``fit()``'s.
+
+    Taught in notebooks/12_reproducing_the_article.ipynb.
+    """
+    import time
+
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    from labkit.env import pick_device
+    from labkit.train import TrainResult
+
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps must be a positive int (optimizer steps to take), got {steps!r}.")
+    missing = {"text", "label"} - set(getattr(train_frame, "columns", ()))
+    if missing:
+        raise ValueError(f"train_frame must be a DataFrame with columns 'text' and 'label' (e.g. "
+                         f"labkit.data.load_books('train')); missing {sorted(missing)}.")
+    if batch_size < 8 or batch_size % 4:
+        raise ValueError(f"batch_size must be a multiple of 4 and at least 8 (the article's sampler takes 4 classes "
+                         f"x batch_size // 4 passages, and an anchor needs a positive), got {batch_size}.")
+    counts = train_frame["label"].value_counts()
+    if (counts < 2).any():
+        raise ValueError(f"every class needs at least 2 passages (an anchor needs a positive; the article's loop "
+                         f"crashes otherwise); classes {sorted(counts[counts < 2].index.tolist())[:10]} have one.")
+    device = pick_device(device)
+    model.to(device)
+
+    dataset = ArticleDataset.from_texts(train_frame["text"].tolist(), train_frame["label"].tolist(), model.tokenizer,
+                                        device=device, max_length=max_length)
+    train_loader = DataLoader(dataset, batch_sampler=ArticleWeightedSampler(dataset, batch_size, seed=seed))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=steps // 12, num_training_steps=steps)
+
+    result = TrainResult()
+    progress = tqdm(total=steps, desc="article loop", disable=not show_progress)
+    model.train()
+    started = time.perf_counter()
+    try:
+        while result.steps < steps:  # the article's `for epoch in range(epochs)`: a fresh pass over the sampler
+            for ids, attention_masks, labels in train_loader:
+                optimizer.zero_grad()
+                embeddings = model({"input_ids": ids, "attention_mask": attention_masks})
+                loss = article_batch_hard_loss(embeddings, labels, margin=margin)
+                value = loss.item()  # the article reads every loss back (a host sync per step), never checks it
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                result.steps += 1
+                result.history.append({"step": result.steps, "loss": value})
+                progress.update(1)
+                progress.set_postfix(loss=f"{value:.4f}")
+                if result.steps >= steps:
+                    break
+    finally:
+        progress.close()
+        model.eval()
+    result.seconds = time.perf_counter() - started
+    return result

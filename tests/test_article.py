@@ -157,3 +157,100 @@ def test_article_dataset_pads_every_passage_to_the_maximum_length(minilm_tokeniz
 def test_article_dataset_checks_lengths():
     with pytest.raises(ValueError, match="same length"):
         ArticleDataset([torch.zeros(2)], [torch.zeros(2)], [0, 1])
+
+
+def test_article_dataset_pads_to_a_given_max_length_and_truncates_longer_passages(minilm_tokenizer):
+    texts = ["A short one.", " ".join(["word"] * 40)]
+    dataset = ArticleDataset.from_texts(texts, [0, 1], minilm_tokenizer, max_length=12)
+    assert [tuple(dataset[i][0].shape) for i in range(2)] == [(12,), (12,)]
+    assert int(dataset[0][1].sum()) < 12 and int(dataset[1][1].sum()) == 12  # padded; truncated
+
+
+# ------------------------------------------------------------------------------------------------ the training loop
+def small_frame(num_classes: int = 4, per_class: int = 8):
+    import pandas as pd
+
+    words = ["cats", "dogs", "ships", "kings", "rain", "gold"]
+    rows = [(f"{words[c]} passage {i} with {words[(c + i) % len(words)]}", c)
+            for c in range(num_classes) for i in range(per_class)]
+    return pd.DataFrame(rows, columns=["text", "label"])
+
+
+def linear_warmup_then_decay(step: int, warmup: int, total: int) -> float:
+    """transformers' get_linear_schedule_with_warmup, written out: 0 → 1 over `warmup` steps, then → 0."""
+    if step < warmup:
+        return step / warmup
+    return max(0.0, (total - step) / (total - warmup))
+
+
+def reference_article_loop(model, frame, steps, batch_size, lr, weight_decay, margin, max_length, seed):
+    """The article's loop by hand, from its parts, with the schedule written out (no transformers)."""
+    from torch.utils.data import DataLoader
+
+    dataset = ArticleDataset.from_texts(frame["text"].tolist(), frame["label"].tolist(), model.tokenizer,
+                                        max_length=max_length)
+    loader = DataLoader(dataset, batch_sampler=ArticleWeightedSampler(dataset, batch_size, seed=seed))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    warmup = steps // 12
+    losses = []
+    model.train()
+    while len(losses) < steps:
+        for ids, masks, labels in loader:
+            for group in optimizer.param_groups:
+                group["lr"] = lr * linear_warmup_then_decay(len(losses), warmup, steps)
+            optimizer.zero_grad()
+            loss = article_batch_hard_loss(model({"input_ids": ids, "attention_mask": masks}), labels, margin=margin)
+            losses.append(loss.item())
+            loss.backward()
+            optimizer.step()
+            if len(losses) == steps:
+                break
+    return losses
+
+
+def test_train_like_the_article_equals_the_article_loop_written_out():
+    from labkit.article import train_like_the_article
+    from labkit.model import tiny_model
+
+    # 32 passages: a pass of the sampler gives 2 batches of 16, so 13 steps start 7 passes; 13 // 12 = 1 warm-up
+    # step, at learning rate 0 (transformers' warm-up starts at 0), then a linear decay to 0.
+    frame = small_frame()
+    settings = dict(steps=13, batch_size=16, lr=1e-3, weight_decay=0.01, margin=1.0, max_length=16, seed=3)
+    ours_model, reference_model = tiny_model(seed=1), tiny_model(seed=1)
+    torch.manual_seed(0)  # dropout
+    result = train_like_the_article(ours_model, frame, device="cpu", show_progress=False, **settings)
+    torch.manual_seed(0)
+    reference_losses = reference_article_loop(reference_model, frame, **settings)
+
+    assert result.steps == 13 and [row["step"] for row in result.history] == list(range(1, 14))
+    np.testing.assert_allclose([row["loss"] for row in result.history], reference_losses, rtol=1e-5, atol=1e-6)
+    for ours, reference in zip(ours_model.parameters(), reference_model.parameters()):
+        torch.testing.assert_close(ours, reference)
+    assert not ours_model.training  # handed back in eval mode
+    assert result.seconds > 0
+
+
+def test_train_like_the_article_rejects_bad_input():
+    from labkit.article import train_like_the_article
+    from labkit.model import tiny_model
+
+    model = tiny_model()
+    with pytest.raises(ValueError, match="steps"):
+        train_like_the_article(model, small_frame(), steps=0)
+    with pytest.raises(ValueError, match="columns 'text' and 'label'"):
+        train_like_the_article(model, small_frame().rename(columns={"label": "y"}), steps=1)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        train_like_the_article(model, small_frame(), steps=1, batch_size=10)
+    one_of_class_3 = small_frame().iloc[:25]
+    with pytest.raises(ValueError, match=r"at least 2 passages.*\[3\]"):
+        train_like_the_article(model, one_of_class_3, steps=1, batch_size=8)
+
+
+def test_article_settings_match_the_function_defaults():
+    import inspect
+
+    from labkit.article import ARTICLE_SETTINGS, train_like_the_article
+
+    defaults = {name: p.default for name, p in inspect.signature(train_like_the_article).parameters.items()}
+    for name in ("batch_size", "lr", "weight_decay", "margin"):
+        assert defaults[name] == ARTICLE_SETTINGS[name]

@@ -4,8 +4,11 @@ They take embedding tensors (not a model), so they can be taught, plotted and te
 pairs `loss(emb_a, emb_b, labels)`, triplets `loss(anchor, positive, negative)`, labelled batches
 `loss(embeddings, labels)`, in-batch negatives `loss(anchor, positive, *negatives)`. The one exception,
 `CachedMultipleNegativesRankingLoss`, must run the model itself (GradCache) and takes tokenized inputs.
+`ClassificationLoss` (a linear head + cross-entropy on labelled batches) is not a sentence-transformers loss:
+it is the "classification fine-tuning" baseline of notebook 12.
 """
 from labkit.losses.cached import CachedMultipleNegativesRankingLoss
+from labkit.losses.classification import ClassificationLoss
 from labkit.losses.pairs import ContrastiveLoss, OnlineContrastiveLoss, SiameseDistanceMetric
 from labkit.losses.ranking import (
     ContrastiveTensionLossInBatchNegatives,
@@ -31,5 +34,5 @@ IN_BATCH_NEGATIVES_LOSSES = (
 )
 
 __all__ = [*PAIR_LOSSES, *TRIPLET_LOSSES, *BATCH_LOSSES, *IN_BATCH_NEGATIVES_LOSSES,
-           "CachedMultipleNegativesRankingLoss", "SiameseDistanceMetric", "TripletDistanceMetric",
+           "CachedMultipleNegativesRankingLoss", "ClassificationLoss", "SiameseDistanceMetric", "TripletDistanceMetric",
            "BatchHardTripletLossDistanceFunction"]
