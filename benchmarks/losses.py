@@ -7,12 +7,23 @@
 For every loss, batch size B and embedding size D it runs forward + backward on random embeddings with
 each implementation and reports:
 
-* time: the median of several repeats after a warm-up, the implementations of one case interleaved
-  (A, B, A, B, …) so that load from other processes hits them alike. Wall-clock time by default. On a
-  busy machine use ``--threads 1 --clock thread``: with more threads than free cores every small parallel
-  operation waits milliseconds for a descheduled worker thread, and even with one thread a step that is
-  descheduled midway counts the time other processes ran; the CPU time of the calling thread (which runs
-  the whole forward and, on the CPU, the whole backward) counts only the step's own work;
+* time ratio: labkit against each other implementation in a loop of its own, in rounds: each round
+  runs both once on the same inputs (fresh gradients each time), labkit first in even rounds and second
+  in odd ones, so that neither always inherits the caches and heap the other left behind. The ratio
+  labkit / other of each round; the table shows the median over the rounds (enough rounds for about
+  two seconds per comparison, after two warm-up rounds) and the details its 95% confidence interval
+  (order statistics of the median) and the spread (quartiles) of the rounds. A second labkit instance,
+  "labkit (again)", is compared in exactly the same way: its ratios (ideally 1.00) are the noise floor.
+  Wall-clock time by default. On a busy machine use ``--threads 1 --clock thread``: with more threads
+  than free cores every small parallel operation waits milliseconds for a descheduled worker thread, and
+  even with one thread a step that is descheduled midway counts the time other processes ran; the CPU
+  time of the calling thread (which runs the whole forward and, on the CPU, the whole backward) counts
+  only the step's own work;
+* the heap: on the CPU, glibc hands large freed blocks back to the system, so every step gets fresh pages
+  from the kernel again. Those page faults cost as much as the computation of a memory-bound loss and
+  vary from round to round (±50% between two runs of the same code on a shared machine). The script
+  therefore asks glibc (``mallopt``) to keep freed memory for reuse, as PyTorch's CUDA allocator does on
+  a GPU and as a long training loop does in its steady state; ``--system-malloc`` keeps glibc's defaults;
 * peak memory of one forward + backward beyond what was allocated before it. CUDA:
   ``torch.cuda.max_memory_allocated``. CPU: the process's peak resident set size (VmHWM in
   /proc/self/status), reset before the run by writing 5 to /proc/self/clear_refs, after ``malloc_trim(0)``
@@ -80,7 +91,9 @@ SOFTMAX_LABELS = 3
 MARGIN = 5.0  # sentence-transformers' (and labkit's) default triplet margin
 SCALE = 20.0  # default scale of MultipleNegativesRankingLoss
 ARTICLE_EPS = 1e-6  # nn.TripletMarginLoss's eps: ||a - p + eps|| instead of ||a - p||
-PARITY = 1.05  # a miss by at most 5% is listed apart as parity: the same computation plus input checks
+MEMORY_PARITY = 1.05  # a peak-memory miss by at most 5% is listed apart as parity (page-level noise)
+SELF_CHECK = "labkit (again)"  # a second labkit instance: labkit against itself gives the noise floor
+WARMUP_ROUNDS = 2
 
 
 @dataclass
@@ -269,10 +282,70 @@ def timed_run(run: Callable, inputs: Inputs, device: torch.device, clock: Callab
     return clock() - start
 
 
+def paired_rounds(labkit_run: Callable, other_run: Callable, inputs: Inputs, device: torch.device, clock: Callable,
+                  rounds: int, warmup_rounds: int = WARMUP_ROUNDS) -> tuple[list, list]:
+    """(labkit's times, the other's times), one of each per round, labkit first in even rounds only.
+
+    Alternating the order matters: the implementation that runs second finds the caches and the heap the
+    first one left behind, and always being first or second shifts a ratio by several percent.
+    """
+    labkit_times, other_times = [], []
+    collecting = gc.isenabled()
+    gc.disable()  # a collection triggered by one implementation's garbage would be billed to whichever runs
+    try:
+        for round_index in range(warmup_rounds + rounds):
+            if round_index % 2 == 0:
+                ours = timed_run(labkit_run, inputs, device, clock)
+                theirs = timed_run(other_run, inputs, device, clock)
+            else:
+                theirs = timed_run(other_run, inputs, device, clock)
+                ours = timed_run(labkit_run, inputs, device, clock)
+            if round_index >= warmup_rounds:
+                labkit_times.append(ours)
+                other_times.append(theirs)
+    finally:
+        if collecting:
+            gc.enable()
+    return labkit_times, other_times
+
+
+def median_confidence_interval(values: list, z: float = 1.96) -> tuple[float, float]:
+    """95% confidence interval of the median, from order statistics (no assumption on the distribution).
+
+    The median's rank in a sample of n is about Binomial(n, 1/2): n/2 ± z·√n/2 covers it 95% of the time.
+    """
+    ordered = sorted(values)
+    n = len(ordered)
+    half_width = z * math.sqrt(n) / 2
+    low = max(0, math.floor(n / 2 - half_width))
+    high = min(n - 1, math.ceil(n / 2 + half_width) - 1)
+    return ordered[low], ordered[high]
+
+
+def quartiles(values: list) -> tuple[float, float]:
+    if len(values) < 2:
+        return values[0], values[0]
+    first, _, third = statistics.quantiles(values, n=4)
+    return first, third
+
+
 try:
     _LIBC = ctypes.CDLL("libc.so.6")
 except OSError:  # not glibc: no malloc_trim
     _LIBC = None
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers (malloc.h)
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed memory for reuse instead of returning it to the system after every step.
+
+    Blocks up to 32 MiB (glibc's largest mmap threshold) then come from the heap, and the heap is never
+    trimmed except by `peak_memory_bytes`' explicit ``malloc_trim(0)``. True if glibc accepted.
+    """
+    if _LIBC is None or not hasattr(_LIBC, "mallopt"):
+        return False
+    return bool(_LIBC.mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)) and bool(_LIBC.mallopt(_M_TRIM_THRESHOLD, 2**30))
 
 
 def _status_kib(field_name: str) -> int:
@@ -336,7 +409,19 @@ class Result:
     peak_bytes: Optional[int] = None
     agrees: Optional[bool] = None
     skipped: str = ""
-    times: list = field(default_factory=list)
+    times: list = field(default_factory=list)  # seconds per timed run
+    # Against labkit (for the other implementations): per-round ratios labkit / this, and labkit's times
+    # in the same rounds.
+    ratios: list = field(default_factory=list)
+    labkit_times: list = field(default_factory=list)
+
+    @property
+    def ratio(self) -> Optional[float]:
+        return statistics.median(self.ratios) if self.ratios else None
+
+    @property
+    def labkit_time_s(self) -> Optional[float]:
+        return statistics.median(self.labkit_times) if self.labkit_times else None
 
 
 @dataclass
@@ -394,6 +479,11 @@ def measure_case(name: str, batch_size: int, dim: int, device: torch.device, set
     article = build_article(name)
     if article is not None:
         implementations["article loop"] = article
+    if built is not None and settings.self_check:
+        again = build_labkit(name, dim, device)
+        if name == "SoftmaxLoss":  # same classifier weights
+            again[1].classifier.load_state_dict(built[1].classifier.state_dict())
+        implementations[SELF_CHECK] = again[0]
 
     results = {impl: Result(name, batch_size, dim, impl) for impl in implementations}
     if built is None:
@@ -423,12 +513,22 @@ def measure_case(name: str, batch_size: int, dim: int, device: torch.device, set
                 atol = 2 * ARTICLE_EPS * math.sqrt(dim) + 1e-5 if impl == "article loop" else 1e-5
                 results[impl].agrees = agreement(outputs["labkit"], outputs[impl], atol)
 
-    # Interleaved timing: each round runs every implementation once.
-    slowest = max(first_times.values(), default=0.0)
-    repeats = int(min(settings.max_repeats, max(settings.min_repeats, settings.target_seconds / max(slowest, 1e-6))))
-    for _ in range(repeats):
-        for impl, run in active.items():
-            results[impl].times.append(timed_run(run, inputs, device, CLOCKS[settings.clock]))
+    # Timing: labkit against each other implementation in paired, alternating rounds (see paired_rounds).
+    clock = CLOCKS[settings.clock]
+    for impl, run in active.items():
+        if "labkit" not in active:  # nothing to compare with: time it alone
+            results[impl].times = [timed_run(run, inputs, device, clock) for _ in range(settings.min_rounds)]
+            continue
+        if impl == "labkit":
+            continue
+        round_seconds = first_times["labkit"] + first_times[impl]
+        rounds = int(min(settings.max_rounds, max(settings.min_rounds, settings.target_seconds / max(round_seconds, 1e-6))))
+        # Slow pairs (a reference 100× slower than labkit) were warmed up by the agreement run already.
+        warmup = WARMUP_ROUNDS if round_seconds < settings.target_seconds / 4 else 0
+        ours, theirs = paired_rounds(active["labkit"], run, inputs, device, clock, rounds, warmup)
+        results[impl].times, results[impl].labkit_times = theirs, ours
+        results[impl].ratios = [a / b for a, b in zip(ours, theirs)]
+        results["labkit"].times.extend(ours)
     for impl, run in active.items():
         results[impl].time_s = statistics.median(results[impl].times)
         results[impl].peak_bytes = peak_memory_bytes(run, inputs, device)
@@ -490,10 +590,15 @@ def ratio(numerator, denominator) -> Optional[float]:
 
 
 def detail_table(results: list) -> list:
-    """One row per (loss, B, D, other implementation): times, memory, ratios, agreement."""
+    """One row per (loss, B, D, other implementation): times, ratio with its uncertainty, memory, agreement.
+
+    labkit's time is its median in the rounds against that implementation; the ratio is the median of the
+    per-round ratios (so it need not equal the ratio of the two medians).
+    """
     lines = [
-        "| loss | B | D | compared with | labkit ms | other ms | time ratio | labkit MiB | other MiB | agrees |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|:-:|",
+        "| loss | B | D | compared with | rounds | labkit ms | other ms | time ratio | 95% CI | quartiles "
+        "| labkit MiB | other MiB | agrees |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---|---|---:|---:|:-:|",
     ]
     by_case = {}
     for result in results:
@@ -506,21 +611,27 @@ def detail_table(results: list) -> list:
             if other.skipped or (ours and ours.skipped):
                 why = other.skipped or ours.skipped
                 lines.append(
-                    f"| {loss} | {batch_size} | {dim} | {impl} | {format_ms(ours.time_s if ours else None)} | {why} | – | "
-                    f"{format_mib(ours.peak_bytes if ours else None)} | – | – |"
+                    f"| {loss} | {batch_size} | {dim} | {impl} | – | {format_ms(ours.time_s if ours else None)} | {why} "
+                    f"| – | – | – | {format_mib(ours.peak_bytes if ours else None)} | – | – |"
                 )
                 continue
-            time_ratio = ratio(ours.time_s, other.time_s)
+            if not other.ratios:
+                continue
+            low, high = median_confidence_interval(other.ratios)
+            first, third = quartiles(other.ratios)
             lines.append(
-                f"| {loss} | {batch_size} | {dim} | {impl} | {format_ms(ours.time_s)} | {format_ms(other.time_s)} | "
-                f"{time_ratio:.2f} | {format_mib(ours.peak_bytes)} | {format_mib(other.peak_bytes)} | "
-                f"{'✓' if other.agrees else '✗'} |"
+                f"| {loss} | {batch_size} | {dim} | {impl} | {len(other.ratios)} | {format_ms(other.labkit_time_s)} "
+                f"| {format_ms(other.time_s)} | {other.ratio:.2f} | {low:.2f}–{high:.2f} | {first:.2f}–{third:.2f} "
+                f"| {format_mib(ours.peak_bytes)} | {format_mib(other.peak_bytes)} | {'✓' if other.agrees else '✗'} |"
             )
     return lines
 
 
 def ratio_table(results: list, batch_sizes: list, dims: list) -> list:
-    """Time ratio labkit / other, one row per (loss, other), one column per (B, D). Below 1: labkit faster."""
+    """Median per-round time ratio labkit / other, one row per (loss, other), one column per (B, D).
+
+    Below 1: labkit faster. The "labkit (again)" rows compare labkit with itself: the noise floor.
+    """
     columns = [(b, d) for d in dims for b in batch_sizes]
     lines = [
         "| loss | vs | " + " | ".join(f"B={b} D={d}" for b, d in columns) + " |",
@@ -542,10 +653,10 @@ def ratio_table(results: list, batch_sizes: list, dims: list) -> list:
                 row.append("–")
             elif other.skipped:
                 row.append("(ref. skipped)")
-            elif ours.skipped:
+            elif ours.skipped or other.ratio is None:
                 row.append("–")
             else:
-                row.append(f"{ratio(ours.time_s, other.time_s):.2f}")
+                row.append(f"{other.ratio:.2f}")
         lines.append(f"| {loss} | {impl} | " + " | ".join(row) + " |")
     return lines
 
@@ -558,21 +669,34 @@ def check_targets(results: list, device: torch.device) -> list:
         return result is not None and not result.skipped and result.time_s is not None
 
     lines = []
-    # 1. labkit at most as slow as sentence-transformers and PML everywhere.
-    parity, slower, compared = [], [], 0
+    # 1. labkit at most as slow as sentence-transformers and PML everywhere. A median ratio above 1.00 is
+    # "within noise" when its 95% confidence interval still reaches 1.00, "slower" when the interval lies above.
+    within_noise, slower, compared = [], [], 0
     for (loss, impl, b, d), other in cells.items():
         ours = cells.get((loss, "labkit", b, d))
-        if impl in ("sentence-transformers", "pytorch-metric-learning") and measured(other) and measured(ours):
+        if impl in ("sentence-transformers", "pytorch-metric-learning") and measured(other) and measured(ours) and other.ratios:
             compared += 1
-            r = ours.time_s / other.time_s
-            if r > 1.0:
-                (parity if r <= PARITY else slower).append(f"{loss} vs {impl} at B={b} D={d}: {r:.2f}")
-    verdict = "holds" if not parity and not slower else f"does NOT hold in {len(parity) + len(slower)} of {compared} cases"
+            if other.ratio > 1.0:
+                low, high = median_confidence_interval(other.ratios)
+                text = f"{loss} vs {impl} at B={b} D={d}: {other.ratio:.2f} (95% CI {low:.2f}–{high:.2f})"
+                (within_noise if low <= 1.0 else slower).append(text)
+    verdict = (
+        "holds" if not within_noise and not slower
+        else f"does NOT hold in {len(within_noise) + len(slower)} of {compared} cases"
+    )
     lines.append(f"- labkit time ≤ 1.0× sentence-transformers and PML for every loss and size: {verdict}")
     if slower:
-        lines.append(f"  - more than {PARITY:.2f}× slower ({len(slower)}): {'; '.join(slower)}")
-    if parity:
-        lines.append(f"  - within {PARITY:.2f}× (parity, {len(parity)}): {'; '.join(parity)}")
+        lines.append(f"  - slower beyond noise (the whole 95% CI above 1.00) ({len(slower)}): {'; '.join(slower)}")
+    if within_noise:
+        lines.append(f"  - above 1.00 within noise (the 95% CI reaches 1.00) ({len(within_noise)}): {'; '.join(within_noise)}")
+    self_checks = [r for r in results if r.implementation == SELF_CHECK and r.ratios and not r.skipped]
+    if self_checks:
+        medians = [r.ratio for r in self_checks]
+        half_widths = [(lambda ci: (ci[1] - ci[0]) / 2)(median_confidence_interval(r.ratios)) for r in self_checks]
+        lines.append(
+            f"- noise floor (labkit against itself, {len(self_checks)} cases): median ratios "
+            f"{min(medians):.2f}–{max(medians):.2f}, typical 95% CI half-width ±{statistics.median(half_widths):.2f}"
+        )
     # 2. Batch-all peak memory at most sentence-transformers'.
     parity, misses, notes = [], [], []
     for (loss, impl, b, d), other in cells.items():
@@ -584,12 +708,12 @@ def check_targets(results: list, device: torch.device) -> list:
         elif measured(other) and measured(ours) and ours.peak_bytes is not None and other.peak_bytes is not None:
             if ours.peak_bytes > other.peak_bytes and ours.peak_bytes > 2**20:
                 text = f"B={b} D={d}: {format_mib(ours.peak_bytes)} vs {format_mib(other.peak_bytes)} MiB"
-                (parity if ours.peak_bytes <= PARITY * other.peak_bytes else misses).append(text)
+                (parity if ours.peak_bytes <= MEMORY_PARITY * other.peak_bytes else misses).append(text)
     verdict = "holds" if not parity and not misses else "does NOT hold"
     if misses:
         verdict += f" ({'; '.join(misses)})"
     if parity:
-        verdict += f" (within {PARITY:.2f}×: {'; '.join(parity)})"
+        verdict += f" (within {MEMORY_PARITY:.2f}×: {'; '.join(parity)})"
     lines.append("- BatchAllTripletLoss peak memory ≤ sentence-transformers': " + verdict + (f" ({'; '.join(notes)})" if notes else ""))
     # 3. Batch-hard at B >= 512 at most 0.6× sentence-transformers' time.
     misses, seen = [], 0
@@ -647,6 +771,14 @@ def parse_args(argv=None):
         "unaffected by other processes taking the core)",
     )
     parser.add_argument("--output", default=None, help="also write the report (markdown) to this file")
+    parser.add_argument(
+        "--no-self-check", dest="self_check", action="store_false",
+        help="do not time labkit against a second labkit instance (the noise floor)",
+    )
+    parser.add_argument(
+        "--system-malloc", action="store_true",
+        help="keep glibc's defaults (freed memory goes back to the system, every step page-faults fresh memory)",
+    )
     args = parser.parse_args(argv)
     if args.batch_sizes is None:
         args.batch_sizes = [8, 16] if args.quick else [32, 128, 512, 2048]
@@ -664,9 +796,9 @@ def parse_args(argv=None):
         parser.error("--clock thread measures one thread's CPU time: use it with --device cpu --threads 1")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda, but torch sees no CUDA device")
-    # How long to measure: repeats fill about target_seconds per case, within [min_repeats, max_repeats].
-    args.target_seconds = 0.05 if args.quick else 1.0
-    args.min_repeats, args.max_repeats = (2, 3) if args.quick else (5, 30)
+    # How long to measure: rounds fill about target_seconds per comparison, within [min_rounds, max_rounds].
+    args.target_seconds = 0.05 if args.quick else 2.0
+    args.min_rounds, args.max_rounds = (4, 8) if args.quick else (5, 400)
     args.max_seconds = 60.0  # skip a case predicted to take longer than this per step
     args.memory_fraction = 0.6  # skip a case predicted to need more than this share of free memory
     return args
@@ -681,9 +813,13 @@ def main(argv=None) -> int:
     command = "python benchmarks/losses.py " + " ".join(argv if argv is not None else sys.argv[1:])
     load = f" Load average at the start: {os.getloadavg()[0]:.1f}." if hasattr(os, "getloadavg") else ""
     clock = "CPU time of the calling thread" if args.clock == "thread" else "wall-clock time"
+    heap = ""
+    if device.type == "cpu":
+        kept = not args.system_malloc and keep_freed_memory()
+        heap = " Freed memory is kept for reuse (mallopt)." if kept else " glibc's default heap (freed memory returned)."
     header = (
         f"# Loss benchmark\n\nMachine: {machine_description(device)}\n\nCommand: `{command.strip()}`{load} "
-        f"Times are {clock}.\n"
+        f"Times are {clock}.{heap}\n"
     )
     print(header, flush=True)
     gc.freeze()  # the libraries' objects are permanent: later gc.collect() calls only visit the benchmark's own

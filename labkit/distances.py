@@ -59,6 +59,7 @@ __all__ = [
     "BatchDistance",
     "resolve_batch_distance",
     "resolve_paired_distance",
+    "in_fp32",
 ]
 
 
@@ -109,6 +110,22 @@ def _full_precision(device_type: str):
     except TypeError:  # torch < 2.4 has no device argument
         enabled = True
     return torch.autocast(device_type=device_type, enabled=False) if enabled else contextlib.nullcontext()
+
+
+def in_fp32(fn: Callable, *tensors: Tensor):
+    """``fn(*tensors)`` computed in float32: float16/bfloat16 tensors upcast, autocast off inside.
+
+    Losses call their similarity or distance through this, so that under mixed precision the loss is
+    computed in fp32 from the half-precision embeddings (cheap: B x D inputs). Half precision there
+    overflows (fp16 stops at 65504: squared distances, dot products of long vectors, exp of scaled
+    logits) and rounds cosines near 1 by up to 2e-3 in bf16, 0.04 in a logit after scale 20. Autocast has
+    to be off too: it would run the matrix products of `fn` in half precision again.
+
+    Taught in notebooks/13_scaling_up.ipynb.
+    """
+    tensors = [t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in tensors]
+    with _full_precision(tensors[0].device.type):
+        return fn(*tensors)
 
 
 # ----------------------------------------------------------------------------------------------

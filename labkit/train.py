@@ -259,14 +259,17 @@ def fit(
     if num_workers is None:
         num_workers = 2 if on_gpu else 0  # on a 2-core CPU the main process is busy with the model
 
-    loss_params = [p for p in loss.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    model_params = [p for p in model.parameters() if p.requires_grad]
+    # A loss that runs the model (GradCache) holds it as a submodule: its weights are trained once, as the model's.
+    in_model = {id(p) for p in model_params}
+    loss_params = [p for p in loss.parameters() if p.requires_grad and id(p) not in in_model]
+    groups = [{"params": model_params}]
     if loss_params:
         groups.append({"params": loss_params, "lr": loss_lr or lr})
     optimizer = adamw(groups, lr=lr, weight_decay=weight_decay, device=device)
     warmup = int(warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay(warmup, total_steps))
-    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")  # fp16 only (T4); CPU fp16 autocast too
 
     result = TrainResult(output_dir=Path(output_dir) if output_dir else None)
     best_state = None

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+import math
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -127,3 +129,60 @@ def test_bad_arguments_are_explained(bench, argv, words, capsys):
     with pytest.raises(SystemExit):
         bench.parse_args(argv)
     assert words in capsys.readouterr().err
+
+
+def test_quick_run_times_labkit_against_itself_for_the_noise_floor(quick_report, bench):
+    _, report = quick_report
+    ratio_section = report.split("## Time ratio")[1].split("## Targets")[0]
+    for loss in bench.LOSSES:
+        assert f"| {loss} | {bench.SELF_CHECK} |" in ratio_section
+    targets = report.split("## Targets")[1].split("## Details")[0]
+    assert "noise floor (labkit against itself" in targets
+
+
+def test_paired_rounds_alternate_which_implementation_runs_first(bench):
+    calls = []
+
+    def recorder(name):
+        def run(inputs):
+            calls.append(name)
+            return (inputs.tensors[0] * 2).sum()
+
+        return run
+
+    inputs = bench.Inputs([torch.randn(4, 3, requires_grad=True)], None)
+    ours, theirs = bench.paired_rounds(
+        recorder("labkit"), recorder("other"), inputs, torch.device("cpu"), bench.CLOCKS["thread"], rounds=5, warmup_rounds=2
+    )
+    assert len(ours) == len(theirs) == 5 and all(t >= 0 for t in ours + theirs)
+    rounds = [calls[i : i + 2] for i in range(0, len(calls), 2)]
+    assert len(rounds) == 7  # 2 warm-up rounds + 5 timed
+    for index, pair in enumerate(rounds):
+        assert pair == (["labkit", "other"] if index % 2 == 0 else ["other", "labkit"])
+
+
+def test_median_confidence_interval_covers_the_true_median_about_95_percent_of_the_time(bench):
+    generator = torch.Generator().manual_seed(0)
+    trials, covered = 400, 0
+    for _ in range(trials):
+        sample = torch.empty(41).exponential_(generator=generator).tolist()  # skewed, like timings
+        low, high = bench.median_confidence_interval(sample)
+        assert low <= sorted(sample)[20] <= high
+        covered += low <= math.log(2) <= high  # the exponential distribution's median
+    assert 0.90 <= covered / trials <= 0.995
+
+
+def test_targets_tell_a_real_slowdown_from_noise(bench):
+    def pair(loss, ratios):
+        ours = bench.Result(loss, 32, 8, "labkit", time_s=1.0)
+        other = bench.Result(loss, 32, 8, "sentence-transformers", time_s=1.0, ratios=ratios)
+        return [ours, other]
+
+    steady_slowdown = [1.10 + 0.001 * i for i in range(40)]
+    noisy_parity = [0.9 + 0.25 * ((i * 7) % 10) / 10 for i in range(40)]  # from 0.90 to 1.125, median above 1
+    assert statistics.median(noisy_parity) > 1.0
+    lines = bench.check_targets(pair("ContrastiveLoss", steady_slowdown) + pair("SoftmaxLoss", noisy_parity), torch.device("cpu"))
+    slower = next(line for line in lines if "slower beyond noise" in line)
+    within = next(line for line in lines if "within noise" in line)
+    assert "ContrastiveLoss" in slower and "SoftmaxLoss" not in slower
+    assert "SoftmaxLoss" in within and "ContrastiveLoss" not in within

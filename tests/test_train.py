@@ -130,3 +130,26 @@ def test_precision_follows_hardware():
     assert precision_for(torch.device("cpu"), "bf16") == "bf16"
     with pytest.raises(ValueError):
         precision_for(torch.device("cpu"), "fp8")
+
+
+def _fit_pairs_without_dropout(make_loss, steps=3):
+    torch.manual_seed(0)
+    model = labkit.tiny_model(seed=0)
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0  # GradCache replays dropout exactly, but plain MNRL draws its masks in another order
+    pairs = PairDataset(TEXTS[:24], TEXTS[24:])
+    fit(model, make_loss(model), pairs, batch_size=8, steps=steps, show_progress=False, device="cpu",
+        live_plot=False)
+    return model
+
+
+def test_gradcache_loss_trains_exactly_like_plain_mnrl():
+    from labkit.losses import CachedMultipleNegativesRankingLoss, MultipleNegativesRankingLoss
+
+    plain = _fit_pairs_without_dropout(lambda model: MultipleNegativesRankingLoss())
+    cached = _fit_pairs_without_dropout(lambda model: CachedMultipleNegativesRankingLoss(model, mini_batch_size=3))
+    untrained = labkit.tiny_model(seed=0)
+    for (name, p), q, start in zip(plain.named_parameters(), cached.parameters(), untrained.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-6, msg=name)
+    assert any(not torch.equal(p, s) for p, s in zip(plain.parameters(), untrained.parameters()))

@@ -20,6 +20,7 @@ Taught in notebooks/07_in_batch_negatives.ipynb.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from functools import partial
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -71,6 +72,14 @@ def _batch_size(features: dict) -> int:
         if isinstance(features.get(key), Tensor):
             return features[key].shape[0]
     return next(value.shape[0] for value in features.values() if isinstance(value, Tensor) and value.dim() > 0)
+
+
+def _autocast_state(features: dict) -> tuple[str, torch.dtype] | None:
+    """(device type, dtype) of the autocast active for the features' device, or None when it is off."""
+    device_type = next(v for v in features.values() if isinstance(v, Tensor)).device.type
+    if not torch.is_autocast_enabled(device_type):
+        return None
+    return device_type, torch.get_autocast_dtype(device_type)
 
 
 def _slice_features(features: dict, begin: int, end: int) -> dict:
@@ -131,6 +140,8 @@ class CachedMultipleNegativesRankingLoss(nn.Module):
 
     Taught in notebooks/07_in_batch_negatives.ipynb.
     """
+
+    runs_the_model = True  # labkit.train.compute_loss hands it the tokenized batch instead of embeddings
 
     def __init__(
         self,
@@ -196,15 +207,19 @@ class CachedMultipleNegativesRankingLoss(nn.Module):
             features=features,
             embedding_grads=embedding_grads,
             random_states=random_states,
+            autocast_state=_autocast_state(features[0]),
         )
         loss.register_hook(backward_hook)
         return loss
 
     def _backward_through_model(
-        self, grad_output: Tensor, features: list[dict], embedding_grads: Sequence[Tensor], random_states: list[list]
+        self, grad_output: Tensor, features: list[dict], embedding_grads: Sequence[Tensor], random_states: list[list],
+        autocast_state: tuple[str, torch.dtype] | None = None,
     ) -> None:
         """Re-embed each mini-batch with a graph (same dropout) and push its cached gradient into the model."""
-        with torch.enable_grad():
+        # backward() runs outside the caller's autocast: replay it, or step 3 embeds in fp32, unlike step 1.
+        replay = torch.autocast(autocast_state[0], dtype=autocast_state[1]) if autocast_state else nullcontext()
+        with torch.enable_grad(), replay:
             for column, column_grad, column_states in zip(features, embedding_grads, random_states):
                 begin = 0
                 for mini_batch, random_state in zip(self._mini_batches(column, "Backward mini-batches"), column_states):

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from labkit.distances import in_fp32
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -30,6 +32,8 @@ __all__ = ["SiameseDistanceMetric", "ContrastiveLoss", "OnlineContrastiveLoss", 
 # --------------------------------------------------------------------------------------------------
 def check_embedding_columns(loss_name: str, *columns: Tensor, names: tuple[str, ...] | None = None) -> None:
     """Raise a clear error unless every column is a (B, D) float tensor with the same B and D."""
+    if _well_formed(columns):  # every batch of a training run: a few attribute reads, no messages to build
+        return
     names = names or tuple(f"column {i}" for i in range(len(columns)))
     for name, column in zip(names, columns):
         if not isinstance(column, Tensor):
@@ -60,23 +64,41 @@ def check_embedding_columns(loss_name: str, *columns: Tensor, names: tuple[str, 
             )
 
 
+def _well_formed(columns: tuple) -> bool:
+    shape = getattr(columns[0], "shape", None)
+    if shape is None or len(shape) != 2 or shape[0] == 0:
+        return False
+    for column in columns:
+        if not isinstance(column, Tensor) or column.shape != shape or not column.is_floating_point():
+            return False
+    return True
+
+
 def check_labels(loss_name: str, labels, batch_size: int, device: torch.device) -> Tensor:
     """Return the labels as a 1-D tensor of length `batch_size`, or raise a clear error."""
     if labels is None:
         raise ValueError(f"{loss_name} needs labels: one per pair.")
-    labels = torch.as_tensor(labels, device=device)
+    if not isinstance(labels, Tensor) or labels.device != device:
+        labels = torch.as_tensor(labels, device=device)
     if labels.numel() != batch_size:
         raise ValueError(
             f"{loss_name} expects {batch_size} labels (one per pair), but got {labels.numel()} "
             f"with shape {tuple(labels.shape)}."
         )
-    return labels.reshape(-1)
+    return labels if labels.dim() == 1 else labels.reshape(-1)
 
 
 def check_binary_labels(loss_name: str, labels: Tensor) -> None:
     """Raise unless every label is 0 or 1 (bool, int or float)."""
-    is_binary = (labels == 0) | (labels == 1)
-    if not bool(is_binary.all()):
+    if labels.dtype == torch.bool or labels.numel() == 0:
+        return
+    # One small reduction instead of a comparison per allowed value: this runs on every batch.
+    smallest, largest = torch.aminmax(labels)
+    in_range = smallest.item() >= 0 and largest.item() <= 1  # False for NaN too
+    if in_range and labels.is_floating_point():
+        in_range = torch.equal(labels, labels.round())  # 0.5 is in range but not a class
+    if not in_range:
+        is_binary = (labels == 0) | (labels == 1)
         bad = labels[~is_binary].unique()[:5].tolist()
         raise ValueError(
             f"{loss_name} expects labels 0 (different) or 1 (similar), got {bad}. For graded similarity "
@@ -229,11 +251,11 @@ class ContrastiveLoss(nn.Module):
 
     def forward(self, emb_a: Tensor, emb_b: Tensor, labels: Tensor) -> Tensor:
         labels = _check_pair_batch(type(self).__name__, emb_a, emb_b, labels)
-        distances = self.distance_metric(emb_a, emb_b)
-        labels = labels.to(distances.dtype)
-        positive_term = labels * distances.pow(2)
-        negative_term = (1 - labels) * F.relu(self.margin - distances).pow(2)
-        losses = 0.5 * (positive_term + negative_term)
+        distances = in_fp32(self.distance_metric, emb_a, emb_b)  # fp32 under autocast: fp16 overflows, bf16 rounds
+        # Labels are 0 or 1 (checked), so each pair has exactly one of the two terms of the definition: pick it.
+        # Same values and gradients as y·d² + (1 − y)·max(0, margin − d)², with half the tensor operations.
+        kept = torch.where(labels.bool(), distances, F.relu(self.margin - distances))
+        losses = 0.5 * kept.pow(2)
         return losses.mean() if self.size_average else losses.sum()
 
     @torch.no_grad()
@@ -336,7 +358,7 @@ class OnlineContrastiveLoss(nn.Module):
 
     def forward(self, emb_a: Tensor, emb_b: Tensor, labels: Tensor) -> Tensor:
         labels = _check_pair_batch(type(self).__name__, emb_a, emb_b, labels)
-        distances = self.distance_metric(emb_a, emb_b)
+        distances = in_fp32(self.distance_metric, emb_a, emb_b)  # fp32 under autocast: fp16 overflows, bf16 rounds
         positive_distances = distances[labels == 1]
         negative_distances = distances[labels == 0]
         has_positives, has_negatives = len(positive_distances) > 0, len(negative_distances) > 0

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from labkit.distances import in_fp32
 from labkit.losses.pairs import check_embedding_columns
 from labkit.similarity import cos_sim, dot_score, pairwise_cos_sim  # noqa: F401  (re-exported)
 
@@ -252,10 +253,13 @@ class MultipleNegativesRankingLoss(nn.Module):
     def forward(self, anchor: Tensor, positive: Tensor, *negatives: Tensor) -> Tensor:
         names = ("anchor", "positive") + tuple(f"negative {i + 1}" for i in range(len(negatives)))
         check_embedding_columns(type(self).__name__, anchor, positive, *negatives, names=names)
-        logits = self.logits_by_direction(anchor, positive, *negatives)
+        # fp32 under autocast: fp16 overflows, bf16 rounds
+        logits = in_fp32(self.logits_by_direction, anchor, positive, *negatives)
         rows = torch.arange(anchor.shape[0], device=anchor.device)
         positive_logits = logits["query_to_doc"][rows, rows]  # candidate i is anchor i's positive
-        if self.partition_mode == "joint":
+        if len(logits) == 1:  # one direction: no (B, n) copy to concatenate
+            log_normaliser = torch.logsumexp(logits["query_to_doc"], dim=1)
+        elif self.partition_mode == "joint":
             log_normaliser = torch.logsumexp(torch.cat(list(logits.values()), dim=1), dim=1)
         else:
             log_normaliser = torch.stack([torch.logsumexp(x, dim=1) for x in logits.values()]).mean(dim=0)
@@ -264,10 +268,12 @@ class MultipleNegativesRankingLoss(nn.Module):
     def logits_by_direction(self, anchor: Tensor, positive: Tensor, *negatives: Tensor) -> dict[str, Tensor]:
         """The scaled similarity rows each anchor i is normalised over, one (B, n) matrix per direction."""
         batch_size = anchor.shape[0]
-        candidates = torch.cat([positive, *negatives], dim=0)  # (B * (1 + k), D)
-        own_anchor = torch.eye(batch_size, dtype=torch.bool, device=anchor.device)
-
+        candidates = torch.cat([positive, *negatives], dim=0) if negatives else positive  # (B * (1 + k), D)
         similarities = {"query_to_doc": self.similarity_fct(anchor, candidates)}
+        if len(self.directions) == 1:  # the classic MNRL: nothing to mask
+            return {"query_to_doc": similarities["query_to_doc"] * self.scale}
+
+        own_anchor = torch.eye(batch_size, dtype=torch.bool, device=anchor.device)
         if "query_to_query" in self.directions:
             # An anchor compared with itself is not a negative.
             similarities["query_to_query"] = self.similarity_fct(anchor, anchor).masked_fill(own_anchor, -math.inf)
@@ -412,7 +418,8 @@ class ContrastiveTensionLossInBatchNegatives(nn.Module):
 
     def forward(self, emb_1: Tensor, emb_2: Tensor) -> Tensor:
         check_embedding_columns(type(self).__name__, emb_1, emb_2, names=("emb_1", "emb_2"))
-        logits = self.similarity_fct(emb_1, emb_2) * self.logit_scale.exp()
+        # fp32 under autocast: fp16 overflows, bf16 rounds
+        logits = in_fp32(self.similarity_fct, emb_1, emb_2) * self.logit_scale.exp()
         targets = torch.arange(len(logits), device=logits.device)
         return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
 

@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from labkit.distances import in_fp32
 from labkit.losses.pairs import LossExplanation, _as_floats, check_embedding_columns, check_labels
 from labkit.similarity import pairwise_angle_sim, pairwise_cos_sim
 
@@ -88,7 +89,8 @@ class CosineSimilarityLoss(nn.Module):
 
     def forward(self, emb_a: Tensor, emb_b: Tensor, labels: Tensor) -> Tensor:
         labels = _check_scored_pairs(type(self).__name__, emb_a, emb_b, labels)
-        predicted = self.cos_score_transformation(torch.cosine_similarity(emb_a, emb_b))
+        # fp32 under autocast: fp16 overflows, bf16 rounds
+        predicted = self.cos_score_transformation(in_fp32(torch.cosine_similarity, emb_a, emb_b))
         return self.loss_fct(predicted, labels.to(predicted.dtype))
 
     @torch.no_grad()
@@ -167,7 +169,7 @@ class CoSENTLoss(nn.Module):
         labels = _check_scored_pairs(type(self).__name__, emb_a, emb_b, labels)
         if labels.dtype == torch.bool:
             labels = labels.int()
-        scores = self.similarity_fct(emb_a, emb_b)
+        scores = in_fp32(self.similarity_fct, emb_a, emb_b)  # fp32 under autocast: fp16 overflows, bf16 rounds
         if scores.dtype in (torch.float16, torch.bfloat16):
             scores = scores.float()  # exp of scaled scores needs more than half precision
         scores = scores * self.scale
@@ -380,7 +382,8 @@ class SoftmaxLoss(nn.Module):
         logits = self.classifier(self.pair_features(emb_a, emb_b).to(self.classifier.weight.dtype))
         if labels is None:
             return logits
-        labels = torch.as_tensor(labels, device=logits.device)
+        if not isinstance(labels, Tensor) or labels.device != logits.device:
+            labels = torch.as_tensor(labels, device=logits.device)
         if self.num_labels == 1 or labels.shape != logits.shape:  # class indices, not class probabilities
             labels = check_labels(name, labels, emb_a.shape[0], logits.device)
             if not labels.is_floating_point() and self.num_labels > 1:
@@ -437,7 +440,8 @@ class SoftmaxLoss(nn.Module):
         return LossExplanation(per_pair, float(loss), f"{reduction} of loss_i over {len(terms)} pairs", details)
 
     def _check_class_indices(self, labels: Tensor) -> None:
-        if bool(((labels < 0) | (labels >= self.num_labels)).any()):
+        smallest, largest = torch.aminmax(labels)  # one small reduction: this runs on every batch
+        if smallest.item() < 0 or largest.item() >= self.num_labels:
             raise ValueError(
                 f"SoftmaxLoss was built for num_labels={self.num_labels}, so labels must be in "
                 f"0..{self.num_labels - 1}; got {labels.unique().tolist()}."
