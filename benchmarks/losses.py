@@ -11,9 +11,10 @@ each implementation and reports:
   runs both once on the same inputs (fresh gradients each time), labkit first in even rounds and second
   in odd ones, so that neither always inherits the caches and heap the other left behind. The ratio
   labkit / other of each round; the table shows the median over the rounds (enough rounds for about
-  two seconds per comparison, after two warm-up rounds) and the details its 95% confidence interval
-  (order statistics of the median) and the spread (quartiles) of the rounds. A second labkit instance,
-  "labkit (again)", is compared in exactly the same way: its ratios (ideally 1.00) are the noise floor.
+  two seconds per comparison, after two warm-up rounds unless a round is slow) and the details its 95%
+  confidence interval (order statistics of the median) and the spread (quartiles) of the rounds. A second
+  labkit instance, "labkit (again)", is compared in exactly the same way: its ratios (ideally 1.00) are
+  the noise floor.
   Wall-clock time by default. On a busy machine use ``--threads 1 --clock thread``: with more threads
   than free cores every small parallel operation waits milliseconds for a descheduled worker thread, and
   even with one thread a step that is descheduled midway counts the time other processes ran; the CPU
@@ -581,12 +582,6 @@ def format_mib(peak: Optional[int]) -> str:
         return "–"
     mib = peak / 2**20
     return "<1" if mib < 1 else f"{mib:.0f}" if mib >= 10 else f"{mib:.1f}"
-
-
-def ratio(numerator, denominator) -> Optional[float]:
-    if numerator is None or denominator is None or denominator == 0:
-        return None
-    return numerator / denominator
 
 
 def detail_table(results: list) -> list:
