@@ -1,0 +1,311 @@
+"""Compare losses fairly: the same base model, data, steps, texts per step, optimiser and evaluation for each.
+
+`compare_losses` trains a fresh copy of one base model with every loss that fits the data, under one budget,
+and measures each copy on the same held-out data:
+
+* the **same data**: one training frame and one held-out frame for all losses;
+* the **same number of optimizer steps** (`steps`) and the **same texts per step**, P·K: a labelled batch
+  loss gets P×K batches (P classes, K texts each); MultipleNegativesRankingLoss on labelled data gets
+  batches of P·K/2 same-class pairs (`labkit.experiment.same_class_pairs`), and the STS losses batches of
+  P·K/2 scored pairs — P·K texts either way. Each run counts the texts its loss really received;
+* the **same optimiser**: AdamW, one learning rate, linear warm-up and decay, the same seed (batch order,
+  dropout). Loss hyperparameters are stated in the table; the triplet losses get a margin that fits
+  normalised embeddings (0.5, not sentence-transformers' default 5: distances on the unit sphere are at most 2);
+* the **same evaluation**, before and after: retrieval (MAP@R, precision@1, R-precision) and cluster quality
+  for labelled data, Spearman/Pearson of cosine similarity against gold scores for STS pairs.
+
+The base model is never modified: each loss trains a `copy.deepcopy` of it, which is cheaper than reloading.
+The data, losses and batches come from `labkit.experiment` (the same recipe as `python -m labkit train`).
+
+Taught in notebooks/11_choosing_a_loss.ipynb.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from labkit import evaluate as ev
+from labkit import losses as L
+from labkit.env import seed_everything
+from labkit.experiment import (
+    DATASET_COLUMNS, LOSSES_FOR, MAIN_METRIC, ExperimentData, build_loss, data_kind, evaluate_model, training_set,
+)
+from labkit.viz import _project, _quality_caption, plot_clusters
+
+__all__ = ["DEFAULT_HYPERPARAMETERS", "LossComparison", "make_loss", "describe_hyperparameters", "compare_losses",
+           "plot_cluster_grid", "random_subset", "BEFORE"]
+
+BEFORE = "(before training)"  # the name of the base model's row in a comparison table
+
+# Loss settings used for a fair comparison. The margin losses share one margin that fits unit vectors
+# (Euclidean distances in [0, 2]); the scaled losses keep sentence-transformers' scale 20.
+DEFAULT_HYPERPARAMETERS: dict[str, dict] = {
+    "BatchAllTripletLoss": {"margin": 0.5},
+    "BatchHardTripletLoss": {"margin": 0.5},
+    "BatchHardSoftMarginTripletLoss": {},  # no margin: log(1 + exp(d_ap - d_an))
+    "BatchSemiHardTripletLoss": {"margin": 0.5},
+    "MultipleNegativesRankingLoss": {"scale": 20.0},
+    "CosineSimilarityLoss": {},  # MSE between cosine similarity and the gold score
+    "CoSENTLoss": {"scale": 20.0},
+    "AnglELoss": {"scale": 20.0},
+    "ContrastiveLoss": {"margin": 0.5},
+    "OnlineContrastiveLoss": {"margin": 0.5},
+}
+
+# Metrics shown in a comparison table, per kind of data (the main one first).
+TABLE_METRICS = {
+    "labelled": ("mean_average_precision_at_r", "precision_at_1", "r_precision", "silhouette", "knn_accuracy"),
+    "scored_pairs": ("spearman_cosine", "pearson_cosine"),
+    "binary_pairs": ("accuracy", "f1", "average_precision"),
+}
+
+
+@dataclass
+class LossComparison:
+    """What `compare_losses` returns.
+
+    * `table`: one row per loss plus the base model's row (`BEFORE`, first), losses sorted best first by
+      the main metric; columns: loss, steps, texts_per_step, texts_seen, hyperparameters, lr, the metrics,
+      the change of the main metric against the base model, and training seconds;
+    * `embeddings`: {row name: held-out embeddings (N, D)} in table order — for `plot_cluster_grid`
+      (labelled data only; empty for pairs);
+    * `labels`: the held-out labels (labelled data) or None;
+    * `histories`: {loss: fit()'s history (step and loss)} for loss curves.
+    """
+
+    kind: str
+    main_metric: str
+    table: pd.DataFrame
+    embeddings: dict = field(default_factory=dict)
+    labels: np.ndarray | None = None
+    histories: dict = field(default_factory=dict)
+
+
+def make_loss(name: str, kind: str, **hyperparameters):
+    """The loss `name` with `hyperparameters`, after checking that it fits `kind` of data (clear error if not)."""
+    build_loss(name, kind)  # raises "X does not fit labelled data; use one of: ..."
+    try:
+        return getattr(L, name)(**hyperparameters)
+    except TypeError as error:
+        raise TypeError(f"{name} does not accept the hyperparameters {hyperparameters}: {error}") from None
+
+
+def describe_hyperparameters(hyperparameters: Mapping) -> str:
+    """`{"margin": 0.5}` → "margin=0.5"; "defaults" when there are none."""
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in hyperparameters.items()) or "—"
+
+
+def random_subset(frame: pd.DataFrame, size: int, seed: int = 42) -> pd.DataFrame:
+    """``size`` random rows of ``frame`` (the same ones for the same seed); all rows when ``size`` is 0 or not smaller.
+
+    For data without classes (STS pairs); labelled data keeps its class shares with `labkit.data.stratified_subset`.
+    """
+    if not size or size >= len(frame):
+        return frame
+    return frame.sample(n=int(size), random_state=seed).reset_index(drop=True)
+
+
+def _as_experiment_frame(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"{name} must be a pandas DataFrame, got {type(frame).__name__}.")
+    if len(frame) == 0:
+        raise ValueError(f"{name} is empty.")
+    return frame.rename(columns=DATASET_COLUMNS["stsb"])  # load_stsb's sentence1/sentence2 → text/text_pair
+
+
+def _texts_per_step(kind: str, names: Sequence[str], p: int, k: int) -> tuple[int, int]:
+    """(texts per step, pairs per batch): P·K texts for every loss; pair-based losses get P·K/2 pairs."""
+    if p < 1 or k < 1:
+        raise ValueError(f"p and k must be positive, got p={p}, k={k}.")
+    texts = p * k
+    uses_pairs = kind != "labelled" or "MultipleNegativesRankingLoss" in names
+    if uses_pairs and texts % 2:
+        raise ValueError(f"P·K = {texts} texts per step is odd, so pair losses cannot get the same number of texts "
+                         "(P·K/2 pairs): make P or K even.")
+    return texts, max(1, texts // 2)
+
+
+def _evaluate(model, exp: ExperimentData, batch_size: int) -> tuple[dict, np.ndarray | None]:
+    """Held-out metrics of `model` (and the held-out embeddings, for labelled data)."""
+    frame = exp.heldout
+    if exp.kind == "scored_pairs":  # as evaluate_model, without a progress bar per evaluation
+        both = model.encode(list(frame["text"]) + list(frame["text_pair"]), batch_size=batch_size,
+                            show_progress_bar=False)
+        return ev.sts_correlation(both[: len(frame)], both[len(frame):], frame["score"].to_numpy()), None
+    if exp.kind != "labelled":
+        return evaluate_model(model, exp, batch_size=batch_size), None
+    embeddings = model.encode(list(frame["text"]), batch_size=batch_size, normalize=True, show_progress_bar=False)
+    labels = frame["label"].to_numpy()
+    retrieval = ev.retrieval_metrics(embeddings, labels)
+    quality = ev.cluster_quality(embeddings, labels)
+    return {**retrieval, "silhouette": quality["silhouette"], "knn_accuracy": quality["knn_accuracy"]}, embeddings
+
+
+class _TextCount:
+    """Counts the texts (embedding rows) and calls a loss receives: proof that every loss got the same budget."""
+
+    def __init__(self, loss: torch.nn.Module):
+        self.texts, self.calls = 0, 0
+        self.handle = loss.register_forward_pre_hook(self)
+
+    def __call__(self, module, args) -> None:
+        self.texts += sum(a.shape[0] for a in args if isinstance(a, torch.Tensor) and a.dim() == 2)
+        self.calls += 1
+
+
+def compare_losses(
+    model,
+    train: pd.DataFrame,
+    heldout: pd.DataFrame,
+    losses: Sequence[str] | None = None,
+    *,
+    steps: int,
+    p: int = 8,
+    k: int = 4,
+    lr: float = 3e-5,
+    warmup_ratio: float = 0.1,
+    hyperparameters: Mapping[str, Mapping] | None = None,
+    max_length: int | None = None,
+    encode_batch_size: int = 64,
+    include_before: bool = True,
+    seed: int = 42,
+    show_progress: bool = False,
+) -> LossComparison:
+    """Train a fresh copy of `model` with each loss under one budget; evaluate every copy on `heldout`.
+
+    Args:
+        model: the base model (an `EmbeddingModel`); it is copied for each loss and never changed.
+        train, heldout: DataFrames of one kind (see `labkit.experiment`): labelled (``text``, ``label``) or
+            scored pairs (``text``, ``text_pair``, ``score`` in [0, 1]; `load_stsb`'s ``sentence1``/``sentence2``
+            are renamed). Classes with fewer than `k` texts cannot fill a P×K batch: drop them first
+            (`labkit.data.drop_small_classes`).
+        losses: loss names; default every loss that fits the data (`labkit.experiment.LOSSES_FOR`).
+        steps: optimizer steps per loss (`lab.budget.compare_steps`).
+        p, k: P×K batches for the batch losses; the pair losses get P·K/2 pairs, i.e. the same P·K texts per step.
+        lr, warmup_ratio: AdamW learning rate and linear warm-up share, the same for every loss.
+        hyperparameters: {loss name: kwargs}, overriding `DEFAULT_HYPERPARAMETERS` for that loss.
+        include_before: evaluate the base model too (its row is named `BEFORE`).
+        seed: one seed for every run (batch order, same-class pairing, dropout): change it to see the noise.
+
+    Returns:
+        a `LossComparison` (table, held-out embeddings per row, labels, training histories).
+
+    Taught in notebooks/11_choosing_a_loss.ipynb.
+    """
+    from labkit.train import fit
+
+    train, heldout = _as_experiment_frame(train, "train"), _as_experiment_frame(heldout, "heldout")
+    kind = data_kind(train)
+    if data_kind(heldout) != kind:
+        raise ValueError(f"train holds {kind.replace('_', ' ')} data but heldout holds "
+                         f"{data_kind(heldout).replace('_', ' ')} data: evaluate on data of the same kind.")
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer (optimizer steps per loss), got {steps!r}.")
+    names = list(LOSSES_FOR[kind] if losses is None else ([losses] if isinstance(losses, str) else losses))
+    if not names:
+        raise ValueError("losses is empty: name at least one loss, or pass None for every loss that fits the data.")
+    settings = {name: {**DEFAULT_HYPERPARAMETERS.get(name, {}), **(hyperparameters or {}).get(name, {})}
+                for name in names}
+    for name in names:  # fail before any slow work: wrong loss for the data, unknown hyperparameter
+        make_loss(name, kind, **settings[name])
+    texts_per_step, pairs_per_batch = _texts_per_step(kind, names, p, k)
+    exp = ExperimentData(kind, train.reset_index(drop=True), heldout.reset_index(drop=True))
+    main = MAIN_METRIC[kind]
+    metric_names = TABLE_METRICS[kind]
+
+    rows, embeddings, histories = [], {}, {}
+    if include_before:
+        metrics, embedded = _evaluate(model, exp, encode_batch_size)
+        rows.append({"loss": BEFORE, "steps": 0, "texts_per_step": 0, "texts_seen": 0, "hyperparameters": "",
+                     "lr": float("nan"), **{m: metrics[m] for m in metric_names}, "seconds": 0.0})
+        embeddings[BEFORE] = embedded
+    for name in names:
+        seed_everything(seed)
+        trained = copy.deepcopy(model)
+        loss = make_loss(name, kind, **settings[name])
+        dataset, sampler = training_set(name, exp, p, k, pairs_per_batch, seed)
+        count = _TextCount(loss)
+        started = time.perf_counter()
+        result = fit(trained, loss, dataset, batch_sampler=sampler, batch_size=pairs_per_batch, steps=steps, lr=lr,
+                     warmup_ratio=warmup_ratio, max_length=max_length, seed=seed, show_progress=show_progress,
+                     live_plot=False)
+        seconds = time.perf_counter() - started
+        count.handle.remove()
+        metrics, embedded = _evaluate(trained, exp, encode_batch_size)
+        rows.append({"loss": name, "steps": result.steps, "texts_per_step": count.texts / max(1, count.calls),
+                     "texts_seen": count.texts, "hyperparameters": describe_hyperparameters(settings[name]), "lr": lr,
+                     **{m: metrics[m] for m in metric_names}, "seconds": round(seconds, 1)})
+        embeddings[name] = embedded
+        histories[name] = result.history
+        del trained, loss
+
+    table = pd.DataFrame(rows)
+    table["texts_per_step"] = table["texts_per_step"].round().astype(int)
+    if include_before:
+        table.insert(table.columns.get_loc("seconds"), f"{main}_change", table[main] - table[main].iloc[0])
+    is_before = table["loss"] == BEFORE
+    table = pd.concat([table[is_before], table[~is_before].sort_values(main, ascending=False, kind="stable")])
+    table = table.reset_index(drop=True)
+    labels = exp.heldout["label"].to_numpy() if kind == "labelled" else None
+    ordered = {name: embeddings[name] for name in table["loss"] if embeddings.get(name) is not None}
+    return LossComparison(kind, main, table, ordered, labels, histories)
+
+
+def plot_cluster_grid(
+    embeddings: Mapping[str, object],
+    labels,
+    label_names: Mapping | Sequence | None = None,
+    max_points: int = 2000,
+    projection: str = "umap",
+    ncols: int = 3,
+    seed: int = 0,
+    panel_size: tuple[float, float] = (3.4, 3.2),
+):
+    """A grid of 2-D maps, one per model (e.g. `LossComparison.embeddings`), same points and colours in each.
+
+    At most `max_points` held-out points (the same random ones in every map) are projected with `projection`
+    ("umap" or "pca", one fit per map). Each title names the model and gives its cluster quality — cosine
+    silhouette and kNN accuracy (`labkit.evaluate.cluster_quality`) — measured on those points in the
+    original embedding space, because the map itself distorts distances.
+
+    Taught in notebooks/11_choosing_a_loss.ipynb.
+    """
+    if not isinstance(embeddings, Mapping) or not embeddings:
+        raise ValueError("embeddings must be a non-empty dict {name: (N, D) embeddings}, e.g. comparison.embeddings.")
+    if ncols < 1:
+        raise ValueError(f"ncols must be at least 1, got {ncols}.")
+    labels = np.asarray(labels.detach().cpu() if hasattr(labels, "detach") else labels).reshape(-1)
+    arrays = {name: ev._as_embeddings(value, f"embeddings[{name!r}]").numpy() for name, value in embeddings.items()}
+    for name, value in arrays.items():
+        if len(value) != len(labels):
+            raise ValueError(f"embeddings[{name!r}] has {len(value)} rows but there are {len(labels)} labels.")
+    keep = np.arange(len(labels))
+    if len(labels) > max_points:
+        keep = np.sort(np.random.default_rng(seed).choice(len(labels), size=max_points, replace=False))
+
+    nrows = -(-len(arrays) // ncols)
+    ncols = min(ncols, len(arrays))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size[0] * ncols, panel_size[1] * nrows),
+                             layout="constrained", squeeze=False)
+    plt.close(fig)
+    torch_threads = torch.get_num_threads()
+    try:
+        for ax, (name, values) in zip(axes.flat, arrays.items()):
+            points = values[keep]
+            title = f"{name}\n{_quality_caption(points, labels[keep])}"
+            plot_clusters(_project(points, projection, seed), labels[keep], label_names, ax=ax, point_size=4)
+            ax.set_title(title, fontsize="small")
+    finally:
+        # Loading UMAP's numba code resets the OpenMP thread count that torch shares; without this, later
+        # training runs on every core (4× slower here on a busy 2-core machine with OMP_NUM_THREADS=1).
+        torch.set_num_threads(torch_threads)
+    for ax in axes.flat[len(arrays):]:
+        ax.set_visible(False)
+    return fig
