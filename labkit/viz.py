@@ -19,6 +19,7 @@ from typing import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import torch
 
 from labkit.evaluate import _as_embeddings, cluster_quality, separation_summary
 
@@ -88,10 +89,14 @@ def umap_2d(
         n_components=2, n_neighbors=max(2, min(n_neighbors, len(x) - 1)), metric=metric, min_dist=min_dist,
         random_state=seed,
     )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*n_jobs value.*")  # a seed forces one thread: expected
-        warnings.filterwarnings("ignore", message=".*gradient function is not yet implemented.*")
-        return np.asarray(reducer.fit_transform(x))
+    threads = torch.get_num_threads()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*n_jobs value.*")  # a seed forces one thread: expected
+            warnings.filterwarnings("ignore", message=".*gradient function is not yet implemented.*")
+            return np.asarray(reducer.fit_transform(x))
+    finally:
+        torch.set_num_threads(threads)  # numba's first call resets torch's thread count; training after a map slows
 
 
 def _project(embeddings, projection: str, seed: int) -> np.ndarray:
