@@ -33,6 +33,26 @@ def parse_batch(text: str) -> tuple[int, int, int]:
     raise argparse.ArgumentTypeError(f"--batch must look like 8x4 (P classes × K examples) or 32, got {text!r}")
 
 
+def parse_loss_args(text: str) -> dict:
+    """"margin=0.5,scale=20" → {"margin": 0.5, "scale": 20}: the loss's constructor arguments (numbers, true/false,
+    or words such as a distance name)."""
+    arguments = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise argparse.ArgumentTypeError(f"--loss-args must look like margin=0.5,scale=20, got {text!r}")
+        value = value.strip()
+        for convert in (int, float):
+            try:
+                arguments[name.strip()] = convert(value)
+                break
+            except ValueError:
+                continue
+        else:
+            arguments[name.strip()] = {"true": True, "false": False}.get(value.lower(), value)
+    return arguments
+
+
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="a dataset name (banking77, books, stsb) or a CSV/TSV/JSONL/parquet file")
     parser.add_argument("--eval-data", help="held-out data (default: the dataset's test split, or 20%% of the file)")
@@ -49,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="fine-tune a model and evaluate it before and after")
     add_data_arguments(train)
     train.add_argument("--loss", required=True, help="a loss class name from labkit.losses, e.g. BatchHardTripletLoss")
+    train.add_argument("--loss-args", type=parse_loss_args, default={}, metavar="NAME=VALUE,...",
+                       help="the loss's arguments, e.g. margin=0.5 (a triplet margin for unit-length embeddings: the "
+                            "default 5 keeps every triplet active)")
     train.add_argument("--model", default=None, help="Hugging Face id or folder (default: offline all-MiniLM-L6-v2)")
     length = train.add_mutually_exclusive_group(required=True)
     length.add_argument("--steps", type=int)
@@ -104,7 +127,7 @@ def _train(args, world) -> int:
     model = labkit.load_model(args.model)
     before = model.encode(list(exp.heldout["text"][:2000])) if exp.kind == "labelled" and world.is_main else None
     # Several processes: all train together, rank 0 alone writes OUT/ and prints.
-    report = run_experiment(model, exp, args.loss, steps=args.steps, epochs=args.epochs, p=p, k=k,
+    report = run_experiment(model, exp, args.loss, loss_kwargs=args.loss_args, steps=args.steps, epochs=args.epochs, p=p, k=k,
                             batch_size=batch_size, lr=args.lr, max_length=args.max_length,
                             eval_subset=args.eval_subset, out=args.out if world.is_main else None, seed=args.seed,
                             show_progress=world.is_main)

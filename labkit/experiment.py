@@ -15,6 +15,7 @@ Taught in notebooks/11_choosing_a_loss.ipynb.
 """
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,10 +102,17 @@ def same_class_pairs(labels, seed: int = 0) -> np.ndarray:
     return partner
 
 
-def build_loss(name: str, kind: str):
+def build_loss(name: str, kind: str, **loss_kwargs):
+    """The loss class `name` with `loss_kwargs` (sentence-transformers' defaults for the rest)."""
     if name not in LOSSES_FOR[kind]:
         raise ValueError(f"{name} does not fit {kind.replace('_', ' ')} data; use one of: {', '.join(LOSSES_FOR[kind])}.")
-    return getattr(L, name)()
+    loss_class = getattr(L, name)
+    try:
+        return loss_class(**loss_kwargs)
+    except TypeError as error:
+        accepted = [p for p in inspect.signature(loss_class).parameters if p != "self"]
+        raise ValueError(f"{name} does not take {', '.join(map(repr, loss_kwargs))} ({error}); "
+                         f"its arguments are: {', '.join(accepted)}.") from None
 
 
 def training_set(loss_name: str, exp: ExperimentData, p: int, k: int, batch_size: int, seed: int):
@@ -144,7 +152,8 @@ def evaluate_model(model, exp: ExperimentData, frame: pd.DataFrame | None = None
 def run_experiment(
     model, exp: ExperimentData, loss_name: str, steps: int | None = None, epochs: int | None = None,
     p: int = 8, k: int = 4, batch_size: int = 32, lr: float = 2e-5, max_length: int | None = None,
-    eval_subset: int = 0, out: str | Path | None = None, seed: int = 42, show_progress: bool = True, **fit_kwargs,
+    eval_subset: int = 0, out: str | Path | None = None, seed: int = 42, show_progress: bool = True,
+    loss_kwargs: dict | None = None, **fit_kwargs,
 ) -> dict:
     """Evaluate, train, evaluate again; return {"loss", "kind", "before", "after", "history"} (and write it to out/)."""
     from labkit.train import fit
@@ -152,13 +161,13 @@ def run_experiment(
     heldout = exp.heldout
     if eval_subset and len(heldout) > eval_subset:
         heldout = heldout.sample(n=eval_subset, random_state=seed).reset_index(drop=True)
-    loss = build_loss(loss_name, exp.kind)
+    loss = build_loss(loss_name, exp.kind, **(loss_kwargs or {}))
     dataset, sampler = training_set(loss_name, exp, p, k, batch_size, seed)
     before = evaluate_model(model, exp, heldout)
     result = fit(model, loss, dataset, batch_sampler=sampler, batch_size=batch_size, steps=steps, epochs=epochs,
                  lr=lr, max_length=max_length, seed=seed, output_dir=out, show_progress=show_progress, **fit_kwargs)
     after = evaluate_model(model, exp, heldout)
-    report = {"loss": loss_name, "kind": exp.kind, "main_metric": MAIN_METRIC[exp.kind], "steps": result.steps,
+    report = {"loss": loss_name, "loss_args": dict(loss_kwargs or {}), "kind": exp.kind, "main_metric": MAIN_METRIC[exp.kind], "steps": result.steps,
               "heldout_rows": len(heldout), "before": before, "after": after, "seconds": round(result.seconds, 1),
               "history": result.history}
     if out is not None:

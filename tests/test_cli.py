@@ -1,6 +1,7 @@
 """The command line on small files a user might bring, with a tiny model so it runs in seconds."""
 from __future__ import annotations
 
+import argparse
 import json
 
 import numpy as np
@@ -66,6 +67,7 @@ def test_scored_pairs_train_with_cosent(tmp_path, tiny_folder):
         (["--label-column", "nope"], "has no column 'nope'"),
         (["--label-column", "intent", "--loss", "CoSENTLoss"], "does not fit labelled data"),
         (["--label-column", "intent", "--batch", "32"], "need P×K batches"),
+        (["--label-column", "intent", "--loss-args", "margn=0.5"], "does not take 'margn'"),
     ],
 )
 def test_mistakes_get_a_clear_message_and_no_traceback(tmp_path, tiny_folder, labelled_csv, capsys, extra, message):
@@ -90,3 +92,17 @@ def test_same_class_pairs_pick_another_member_of_the_class():
             assert j == -1  # a class of one has no partner
         else:
             assert j != i and labels[j] == labels[i]
+
+
+def test_loss_args_are_parsed_and_reach_the_loss(tmp_path, tiny_folder, labelled_csv):
+    from labkit.cli import parse_loss_args
+
+    assert parse_loss_args("margin=0.5, scale=20,symmetric=true,distance_metric=cosine") == {
+        "margin": 0.5, "scale": 20, "symmetric": True, "distance_metric": "cosine"}
+    with pytest.raises(argparse.ArgumentTypeError, match="margin=0.5"):
+        parse_loss_args("margin")
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(labelled_csv), "--text-column", "question", "--label-column", "intent",
+                 "--loss", "BatchHardTripletLoss", "--loss-args", "margin=0.5", "--model", str(tiny_folder),
+                 "--steps", "1", "--batch", "2x4", "--out", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["loss_args"] == {"margin": 0.5}
