@@ -211,7 +211,7 @@ def fit(
     checkpoint_every: int | None = None,
     resume: bool = False,
     num_workers: int | None = None,
-    log_every: int = 1,
+    log_every: int | None = None,
     seed: int = 42,
     device: str | torch.device | None = None,
     show_progress: bool = True,
@@ -230,7 +230,8 @@ def fit(
             `metric` names the value that decides the best model (default: the first key).
         output_dir: where checkpoints and the best model go; `resume=True` continues from its checkpoint.
         precision: "auto" (bf16 / fp16 / fp32 by hardware), or force one.
-        log_every: how often the loss is read back from the device (a host sync) and checked for NaN/inf.
+        log_every: how often the loss is read back from the device (a host sync) and checked for NaN/inf;
+            default every step on a CPU, every 10 on a GPU (a sync per step would stall the GPU's queue of work).
 
     Under ``torchrun`` (several processes), ``batch_size`` and the sampler's P are per process; the loss sees
     the batches of all processes together, and only rank 0 shows progress and writes to ``output_dir``
@@ -315,6 +316,7 @@ def fit(
                   else partial(compute_loss, model, loss))
     plot = _LivePlot(metric) if world.is_main and (live_plot if live_plot is not None else _in_notebook()) else None
     progress = tqdm(total=total_steps, initial=step, desc="train", disable=not show_progress or not world.is_main)
+    log_every = log_every or (10 if on_gpu else 1)
     recent = torch.zeros(max(1, log_every), device=device)  # losses kept on the device between host syncs
     model.train()
     loss.train()
