@@ -88,13 +88,7 @@ class LossComparison:
     histories: dict = field(default_factory=dict)
 
 
-def make_loss(name: str, kind: str, **hyperparameters):
-    """The loss `name` with `hyperparameters`, after checking that it fits `kind` of data (clear error if not)."""
-    build_loss(name, kind)  # raises "X does not fit labelled data; use one of: ..."
-    try:
-        return getattr(L, name)(**hyperparameters)
-    except TypeError as error:
-        raise TypeError(f"{name} does not accept the hyperparameters {hyperparameters}: {error}") from None
+make_loss = build_loss  # make_loss(name, kind, **hyperparameters): checked against the data kind, then built
 
 
 def describe_hyperparameters(hyperparameters: Mapping) -> str:
@@ -295,17 +289,11 @@ def plot_cluster_grid(
     fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size[0] * ncols, panel_size[1] * nrows),
                              layout="constrained", squeeze=False)
     plt.close(fig)
-    torch_threads = torch.get_num_threads()
-    try:
-        for ax, (name, values) in zip(axes.flat, arrays.items()):
-            points = values[keep]
-            title = f"{name}\n{_quality_caption(points, labels[keep])}"
-            plot_clusters(_project(points, projection, seed), labels[keep], label_names, ax=ax, point_size=4)
-            ax.set_title(title, fontsize="small")
-    finally:
-        # Loading UMAP's numba code resets the OpenMP thread count that torch shares; without this, later
-        # training runs on every core (4× slower here on a busy 2-core machine with OMP_NUM_THREADS=1).
-        torch.set_num_threads(torch_threads)
+    for ax, (name, values) in zip(axes.flat, arrays.items()):
+        points = values[keep]
+        title = f"{name}\n{_quality_caption(points, labels[keep])}"
+        plot_clusters(_project(points, projection, seed), labels[keep], label_names, ax=ax, point_size=4)
+        ax.set_title(title, fontsize="small")
     for ax in axes.flat[len(arrays):]:
         ax.set_visible(False)
     return fig

@@ -102,8 +102,13 @@ def same_class_pairs(labels, seed: int = 0) -> np.ndarray:
     return partner
 
 
+class LossArgumentError(TypeError, ValueError):
+    """A loss argument the loss does not take: a TypeError (a wrong keyword), and a ValueError for the command line."""
+
+
 def build_loss(name: str, kind: str, **loss_kwargs):
-    """The loss class `name` with `loss_kwargs` (sentence-transformers' defaults for the rest)."""
+    """The loss class `name` with `loss_kwargs` (sentence-transformers' defaults for the rest), after checking
+    that it fits `kind` of data."""
     if name not in LOSSES_FOR[kind]:
         raise ValueError(f"{name} does not fit {kind.replace('_', ' ')} data; use one of: {', '.join(LOSSES_FOR[kind])}.")
     loss_class = getattr(L, name)
@@ -111,8 +116,8 @@ def build_loss(name: str, kind: str, **loss_kwargs):
         return loss_class(**loss_kwargs)
     except TypeError as error:
         accepted = [p for p in inspect.signature(loss_class).parameters if p != "self"]
-        raise ValueError(f"{name} does not take {', '.join(map(repr, loss_kwargs))} ({error}); "
-                         f"its arguments are: {', '.join(accepted)}.") from None
+        raise LossArgumentError(f"{name} does not accept {', '.join(map(repr, loss_kwargs))} ({error}); "
+                                f"its arguments are: {', '.join(accepted)}.") from None
 
 
 def training_set(loss_name: str, exp: ExperimentData, p: int, k: int, batch_size: int, seed: int):

@@ -76,6 +76,7 @@ def umap_2d(
 
     Taught in notebooks/10_clusters.ipynb.
     """
+    threads = torch.get_num_threads()  # numba (UMAP) resets the thread count it shares with torch: restored below
     x = _as_embeddings(embeddings).numpy()
     if len(x) < 5:
         print(f"umap_2d: {len(x)} points are too few for UMAP; using PCA instead.")
@@ -89,14 +90,13 @@ def umap_2d(
         n_components=2, n_neighbors=max(2, min(n_neighbors, len(x) - 1)), metric=metric, min_dist=min_dist,
         random_state=seed,
     )
-    threads = torch.get_num_threads()
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*n_jobs value.*")  # a seed forces one thread: expected
             warnings.filterwarnings("ignore", message=".*gradient function is not yet implemented.*")
             return np.asarray(reducer.fit_transform(x))
     finally:
-        torch.set_num_threads(threads)  # numba's first call resets torch's thread count; training after a map slows
+        torch.set_num_threads(threads)  # else training after a map runs on every core (4× slower on a busy CPU)
 
 
 def _project(embeddings, projection: str, seed: int) -> np.ndarray:

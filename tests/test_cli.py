@@ -67,7 +67,7 @@ def test_scored_pairs_train_with_cosent(tmp_path, tiny_folder):
         (["--label-column", "nope"], "has no column 'nope'"),
         (["--label-column", "intent", "--loss", "CoSENTLoss"], "does not fit labelled data"),
         (["--label-column", "intent", "--batch", "32"], "need P×K batches"),
-        (["--label-column", "intent", "--loss-args", "margn=0.5"], "does not take 'margn'"),
+        (["--label-column", "intent", "--loss-args", "margn=0.5"], "does not accept 'margn'"),
     ],
 )
 def test_mistakes_get_a_clear_message_and_no_traceback(tmp_path, tiny_folder, labelled_csv, capsys, extra, message):
