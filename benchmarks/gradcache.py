@@ -43,6 +43,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from labkit.env import cpu_name
 from labkit.losses.cached import CachedMultipleNegativesRankingLoss
 from labkit.losses.ranking import MultipleNegativesRankingLoss
 from labkit.memory import peak_memory
@@ -246,12 +247,7 @@ def results_table(results: Sequence[StepMeasurement]) -> str:
 
 
 def machine_description(device: torch.device) -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     where = f"GPU: {torch.cuda.get_device_name(device)}" if device.type == "cuda" else "device: cpu"
     return (f"CPU: {cpu}, {os.cpu_count()} cores, torch threads: {torch.get_num_threads()}; "
             f"Python {platform.python_version()}, torch {torch.__version__}; {where}")

@@ -541,12 +541,9 @@ def measure_case(name: str, batch_size: int, dim: int, device: torch.device, set
 # Report
 # ------------------------------------------------------------------------------------------------------------
 def machine_description(device: torch.device) -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from labkit.env import cpu_name
+
+    cpu = cpu_name()
     parts = [
         f"CPU: {cpu}, {os.cpu_count()} cores, torch threads: {torch.get_num_threads()}",
         f"Python {platform.python_version()}, torch {torch.__version__}",

@@ -70,6 +70,7 @@ import torch
 
 import labkit
 from labkit import losses as labkit_losses
+from labkit.env import cpu_name
 from labkit.evaluate import evaluate_retrieval
 from labkit.memory import peak_memory
 from labkit.model import EmbeddingModel, default_model_path, load_model, tiny_model
@@ -640,11 +641,7 @@ def format_throughput(report: dict) -> str:
 # Command line
 # ---------------------------------------------------------------------------------------------------------------
 def machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     import sentence_transformers
     import transformers
 

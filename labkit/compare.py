@@ -32,7 +32,6 @@ import pandas as pd
 import torch
 
 from labkit import evaluate as ev
-from labkit import losses as L
 from labkit.env import seed_everything
 from labkit.experiment import (
     DATASET_COLUMNS, LOSSES_FOR, MAIN_METRIC, ExperimentData, build_loss, data_kind, evaluate_model, training_set,

@@ -9,6 +9,7 @@ Fast mode is on when `LABKIT_FAST=1`, or when `CI` is set (unless `LABKIT_FAST=0
 from __future__ import annotations
 
 import os
+import platform
 import random
 import sys
 from dataclasses import dataclass, replace
@@ -80,6 +81,15 @@ def fast_mode_requested() -> bool:
 
 def on_colab() -> bool:
     return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
+
+
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux, else what Python knows), for benchmark reports."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown CPU"
 
 
 def pick_device(preferred: str | torch.device | None = None) -> torch.device:
