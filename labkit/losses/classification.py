@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from labkit.losses.pairs import check_embedding_columns, check_labels
+from labkit.losses.regression import classifier_input_size
 
 __all__ = ["ClassificationLoss"]
 
@@ -86,14 +87,8 @@ class ClassificationLoss(nn.Module):
         embedding_dim: int | None = None,
     ) -> None:
         super().__init__()
-        if embedding_dimension is not None and embedding_dim is not None and embedding_dimension != embedding_dim:
-            raise ValueError("Pass embedding_dimension or its alias embedding_dim, not two different values.")
-        embedding_dimension = embedding_dimension if embedding_dimension is not None else embedding_dim
-        if embedding_dimension is None or num_labels is None:
-            raise TypeError(
-                "ClassificationLoss needs embedding_dimension (e.g. model.embedding_dim) and num_labels (the "
-                "number of classes), e.g. ClassificationLoss(embedding_dimension=384, num_labels=70)."
-            )
+        embedding_dimension = classifier_input_size("ClassificationLoss", embedding_dimension, embedding_dim, num_labels,
+                                                    "num_labels (the number of classes)", example_labels=70)
         for name, value in (("embedding_dimension", embedding_dimension), ("num_labels", num_labels)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}.")

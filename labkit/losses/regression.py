@@ -278,6 +278,21 @@ class AnglELoss(CoSENTLoss):
         super().__init__(scale=scale, similarity_fct=pairwise_angle_sim)
 
 
+def classifier_input_size(loss_name: str, embedding_dimension, embedding_dim, num_labels, labels_hint: str,
+                          example_labels: int):
+    """``embedding_dimension`` or its alias ``embedding_dim`` (a loss with a classifier head needs one of them, and
+    ``num_labels``): the argument handling SoftmaxLoss and ClassificationLoss share."""
+    if embedding_dimension is not None and embedding_dim is not None and embedding_dimension != embedding_dim:
+        raise ValueError("Pass embedding_dimension or its alias embedding_dim, not two different values.")
+    embedding_dimension = embedding_dimension if embedding_dimension is not None else embedding_dim
+    if embedding_dimension is None or num_labels is None:
+        raise TypeError(
+            f"{loss_name} needs embedding_dimension (e.g. model.embedding_dim) and {labels_hint}, "
+            f"e.g. {loss_name}(embedding_dimension=384, num_labels={example_labels})."
+        )
+    return embedding_dimension
+
+
 class SoftmaxLoss(nn.Module):
     r"""Classify each pair from its two embeddings with a trainable linear layer (SBERT's NLI objective).
 
@@ -335,14 +350,8 @@ class SoftmaxLoss(nn.Module):
         embedding_dim: int | None = None,
     ) -> None:
         super().__init__()
-        if embedding_dimension is not None and embedding_dim is not None and embedding_dimension != embedding_dim:
-            raise ValueError("Pass embedding_dimension or its alias embedding_dim, not two different values.")
-        embedding_dimension = embedding_dimension if embedding_dimension is not None else embedding_dim
-        if embedding_dimension is None or num_labels is None:
-            raise TypeError(
-                "SoftmaxLoss needs embedding_dimension (e.g. model.embedding_dim) and num_labels, "
-                "e.g. SoftmaxLoss(embedding_dimension=384, num_labels=3)."
-            )
+        embedding_dimension = classifier_input_size("SoftmaxLoss", embedding_dimension, embedding_dim, num_labels,
+                                                    "num_labels", example_labels=3)
         if int(embedding_dimension) < 1 or int(num_labels) < 1:
             raise ValueError("embedding_dimension and num_labels must be positive integers.")
         num_vectors = 2 * concatenation_sent_rep + concatenation_sent_difference + concatenation_sent_multiplication
