@@ -5,9 +5,6 @@ Not a timing test: no assertion depends on how fast anything is. Memory assertio
 """
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -15,17 +12,12 @@ import torch
 
 import labkit
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "gradcache.py"
+from benchmark_script import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("benchmark_gradcache", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("gradcache")
 
 
 def synthetic_pairs(count: int) -> pd.DataFrame:

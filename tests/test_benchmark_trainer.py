@@ -6,11 +6,8 @@ published formulas, not taken from the script.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,19 +17,15 @@ import torch
 pytest.importorskip("datasets", reason="the sentence-transformers trainer needs `datasets` (sentence-transformers[train])")
 pytest.importorskip("accelerate", reason="the sentence-transformers trainer needs `accelerate` (sentence-transformers[train])")
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "trainer.py"
+from benchmark_script import load_benchmark
+
 STEPS = 3
 MAX_LEN = 16
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("benchmark_trainer", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("trainer")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ This is not a timing test: no assertion depends on how fast anything is.
 from __future__ import annotations
 
 import gc
-import importlib.util
 import math
 import os
 import statistics
@@ -16,17 +15,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmark_script import load_benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "losses.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("benchmark_losses", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("losses")
 
 
 @pytest.fixture(scope="module")
