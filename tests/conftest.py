@@ -43,3 +43,15 @@ def pytest_collectstart(collector):
     # nbval compares notebook outputs; stderr (warnings, progress bars) is not part of what we promise.
     if collector.fspath and collector.fspath.ext == ".ipynb":
         collector.skip_compare += ("stderr", "application/vnd.jupyter.widget-view+json", "image/png", "text/html")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny-tensor tests: a second OpenMP thread only adds spin-waiting (50x
+    slower on a busy machine). Use it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -13,13 +13,7 @@ from labkit import distances as D
 from naive_triplets import as_floats, naive_distance, naive_distance_matrix
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: a second OpenMP thread only adds spin-waiting (50x slower on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
 
 MATRIX_FUNCTIONS = {
     "euclidean": D.euclidean_distance,
