@@ -41,7 +41,7 @@ TripletMarginLoss + BatchHardMiner, batch-all = TripletMarginLoss on all triplet
 TripletMarginLoss(smooth_loss=True, margin=0) + BatchHardMiner, TripletLoss = TripletMarginLoss on given
 triplets, MultipleNegativesRankingLoss = NTXentLoss(temperature=1/scale) on the anchor-positive pairs
 (PML's ContrastiveLoss and semi-hard miner define different losses, so they are left out); the original
-article's per-anchor loop (``labkit.article``) for batch-hard. Every reference gets labkit's defaults
+article's per-anchor loop (``labkit.course.article``) for batch-hard. Every reference gets labkit's defaults
 (margin 5, Euclidean distance, scale 20).
 
 A case whose predicted memory or time (extrapolated from the previous batch size) is beyond this machine
@@ -251,7 +251,7 @@ def build_pml(name: str, batch_size: int, device: torch.device):
 def build_article(name: str):
     if name != "BatchHardTripletLoss":
         return None
-    from labkit.article import article_batch_hard_loss
+    from labkit.course.article import article_batch_hard_loss
 
     return lambda inputs: article_batch_hard_loss(inputs.tensors[0], inputs.labels, margin=MARGIN)
 

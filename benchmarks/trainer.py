@@ -75,7 +75,7 @@ from labkit.evaluate import evaluate_retrieval
 from labkit.memory import peak_memory
 from labkit.model import EmbeddingModel, default_model_path, load_model, tiny_model
 from labkit.sampling import NoDuplicatesBatchSampler, PKBatchSampler
-from labkit.text import PairDataset, TextDataset
+from labkit.collate import PairDataset, TextDataset
 from labkit.train import fit, pick_device, precision_for
 
 LABKIT, ST = "labkit", "sentence-transformers"

@@ -60,6 +60,11 @@ __all__ = [
     "resolve_batch_distance",
     "resolve_paired_distance",
     "in_fp32",
+    "cos_sim",
+    "dot_score",
+    "pairwise_cos_sim",
+    "pairwise_dot_score",
+    "pairwise_angle_sim",
 ]
 
 
@@ -148,7 +153,18 @@ def safe_sqrt(squared: Tensor) -> Tensor:
 # The public functions below check their inputs and call these; the losses, which check their
 # inputs once per batch, call them directly (on small batches the checks would cost more than the math).
 # ----------------------------------------------------------------------------------------------
+def _exact_squared_euclidean(x: Tensor, y: Tensor) -> Tensor:
+    # Subtract first, then square: no matrix product, so the same bits on every CPU (a BLAS picks its
+    # kernel, and with it the rounding, by instruction set). Costs B·B'·D memory: meant for float64.
+    difference = x.unsqueeze(1) - y.unsqueeze(0)
+    return (difference * difference).sum(-1)
+
+
 def _squared_euclidean_matrix(x: Tensor) -> Tensor:
+    if x.dtype == torch.float64:
+        # float64 is what worked examples use: their printed numbers (and ties such as d_an == d_ap between
+        # symmetric points) must come out the same on every machine. Training runs in float32 below.
+        return _exact_squared_euclidean(x, x)
     with _full_precision(x.device.type):
         # Shift so that row 0 is the origin: same distances, far fewer lost digits. The shift is a constant
         # (detached): distances do not depend on it, so no gradient needs to flow through it.
@@ -226,6 +242,8 @@ def squared_euclidean_distance(x: Tensor, y: Optional[Tensor] = None) -> Tensor:
     y = _as_float_matrix(y, "y")
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must have the same dim, got {tuple(x.shape)} and {tuple(y.shape)}.")
+    if x.dtype == torch.float64 and y.dtype == torch.float64:
+        return _exact_squared_euclidean(x, y)
     with _full_precision(x.device.type):
         distances = (y * y).sum(1).unsqueeze(0) - 2.0 * (x @ y.t()) + (x * x).sum(1).unsqueeze(1)
     return distances.clamp_min(0)
@@ -420,3 +438,63 @@ def resolve_paired_distance(distance_metric: Union[str, Callable[[Tensor, Tensor
             f"e.g. TripletDistanceMetric.EUCLIDEAN; got {type(distance_metric).__name__}."
         )
     return distance_metric
+
+
+# ----------------------------------------------------------------------------------------------
+# Similarities with sentence-transformers' names (``sentence_transformers.util``): cos_sim, dot_score, and
+# their row-by-row forms. The in-batch-negatives losses (MNRL) need every anchor against every candidate
+# (matrix); the pair losses (CoSENT, AnglE) score each labelled pair (row by row). Inputs may be lists or
+# arrays; a single vector becomes one row. Taught in notebooks/06_similarity_losses.ipynb and
+# notebooks/07_in_batch_negatives.ipynb.
+# ----------------------------------------------------------------------------------------------
+def _as_matrix(x) -> Tensor:
+    """A (N, D) float tensor: lists/arrays become tensors, a single vector becomes one row."""
+    x = torch.as_tensor(x)
+    if not x.is_floating_point():
+        x = x.float()
+    return x.unsqueeze(0) if x.dim() == 1 else x
+
+
+def cos_sim(a, b) -> Tensor:
+    """Cosine similarity of every row of `a` with every row of `b`: shape (len(a), len(b))."""
+    a, b = _as_matrix(a), _as_matrix(b)
+    return F.normalize(a, p=2, dim=-1) @ F.normalize(b, p=2, dim=-1).T
+
+
+def dot_score(a, b) -> Tensor:
+    """Dot product of every row of `a` with every row of `b`: shape (len(a), len(b))."""
+    a, b = _as_matrix(a), _as_matrix(b)
+    return a @ b.T
+
+
+def pairwise_cos_sim(a, b) -> Tensor:
+    """Cosine similarity of row i of `a` with row i of `b`: shape (len(a),)."""
+    a, b = _as_matrix(a), _as_matrix(b)
+    return pairwise_dot_score(F.normalize(a, p=2, dim=-1), F.normalize(b, p=2, dim=-1))
+
+
+def pairwise_dot_score(a, b) -> Tensor:
+    """Dot product of row i of `a` with row i of `b`: shape (len(a),)."""
+    a, b = _as_matrix(a), _as_matrix(b)
+    return (a * b).sum(dim=-1)
+
+
+def pairwise_angle_sim(x, y) -> Tensor:
+    """AnglE's similarity of row i of `x` with row i of `y`: ``|cos(x, y) + sin(x, y)|`` after L2 normalisation.
+
+    AnglE (Li & Li 2023) reads an embedding of even size D as D/2 complex numbers (first half: real parts,
+    second half: imaginary parts). The "sine" term pairs dimension k with dimension k + D/2:
+    ``sin(x, y) = sum_k x[k + D/2] * y[k] - x[k] * y[k + D/2]``. An odd D is padded with one zero.
+    This is sentence-transformers' `pairwise_angle_sim` (the authors' reference code), not a geometric angle.
+    """
+    x, y = _as_matrix(x), _as_matrix(y)
+    if x.shape[1] % 2 != 0:
+        x = F.pad(x, (0, 1), value=0.0)
+        y = F.pad(y, (0, 1), value=0.0)
+    x = F.normalize(x, p=2, dim=1)
+    y = F.normalize(y, p=2, dim=1)
+    cosines = (x * y).sum(dim=1)
+    x_real, x_imag = torch.chunk(x, 2, dim=1)
+    y_real, y_imag = torch.chunk(y, 2, dim=1)
+    sines = (x_imag * y_real - x_real * y_imag).sum(dim=1)
+    return torch.abs(cosines + sines)

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import os
 from contextlib import nullcontext
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable
 
@@ -57,10 +56,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from labkit.world import World, current_world
+
 __all__ = [
-    "World",
     "init_from_env",
-    "current_world",
     "process_device",
     "all_gather_with_grad",
     "GatheredLoss",
@@ -70,47 +69,6 @@ __all__ = [
     "barrier",
     "shutdown",
 ]
-
-
-@dataclass(frozen=True)
-class World:
-    """Where this process stands: its ``rank`` among ``size`` processes, and its GPU index on its machine."""
-
-    rank: int = 0
-    size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        """Rank 0: the one process that prints, draws progress bars and writes files."""
-        return self.rank == 0
-
-    @property
-    def is_distributed(self) -> bool:
-        return self.size > 1
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"Environment variable {name}={value!r} must be an integer (torchrun sets it).") from None
-
-
-def current_world() -> World:
-    """This process's rank and the number of processes: from the process group if one is running, else from
-    the variables torchrun sets (so a sampler built before `init_from_env()` already knows its share),
-    else a single process."""
-    if dist.is_available() and dist.is_initialized():
-        return World(dist.get_rank(), dist.get_world_size(), _env_int("LOCAL_RANK", 0))
-    size = _env_int("WORLD_SIZE", 1)
-    rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
-    if size < 1 or not 0 <= rank < size:
-        raise ValueError(f"RANK={rank} and WORLD_SIZE={size} are inconsistent: need 0 <= RANK < WORLD_SIZE.")
-    return World(rank, size, local_rank)
 
 
 def init_from_env(backend: str | None = None, timeout_s: float = 1800) -> World:
@@ -224,9 +182,7 @@ class GatheredLoss(nn.Module):
 
     def __init__(self, loss: nn.Module) -> None:
         super().__init__()
-        from labkit.losses.cached import CachedMultipleNegativesRankingLoss
-
-        if isinstance(loss, CachedMultipleNegativesRankingLoss) or getattr(loss, "runs_the_model", False):
+        if getattr(loss, "runs_the_model", False):
             raise ValueError(
                 f"{type(loss).__name__} runs the model itself (GradCache) and cannot be gathered across processes. "
                 "Use MultipleNegativesRankingLoss (N GPUs already give N times more in-batch negatives), "

@@ -123,7 +123,7 @@ def build_loss(name: str, kind: str, **loss_kwargs):
 def training_set(loss_name: str, exp: ExperimentData, p: int, k: int, batch_size: int, seed: int):
     """The dataset and batch sampler that suit the loss: P×K batches, no-duplicate pairs, or shuffled pairs."""
     from labkit.sampling import NoDuplicatesBatchSampler, PKBatchSampler
-    from labkit.text import PairDataset, TextDataset
+    from labkit.collate import PairDataset, TextDataset
 
     frame = exp.train
     if exp.kind == "labelled" and loss_name == "MultipleNegativesRankingLoss":

@@ -34,6 +34,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from labkit.world import current_world
+
 __all__ = [
     "PKBatchSampler",
     "FixedBatchSampler",
@@ -97,8 +99,6 @@ def _check_positive_int(name: str, value, minimum: int) -> int:
 def _resolve_replicas(num_replicas, rank) -> tuple[int, int]:
     """(number of processes, this process's rank): as given, else from torchrun / torch.distributed (1, 0 alone)."""
     if num_replicas is None or rank is None:
-        from labkit.distributed import current_world
-
         world = current_world()
         num_replicas = world.size if num_replicas is None else num_replicas
         rank = world.rank if rank is None else rank

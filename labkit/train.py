@@ -41,8 +41,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from labkit import distributed
+from labkit.world import World
 from labkit.env import pick_device
-from labkit.text import Collate
+from labkit.collate import Collate
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -158,7 +159,7 @@ class _EpochBatches:
     """
 
     def __init__(self, dataset_size: int, batch_sampler, batch_size: int, seed: int,
-                 world: distributed.World = distributed.World()):
+                 world: World = World()):
         shared_by = getattr(batch_sampler, "num_replicas", 1) if batch_sampler is not None else world.size
         if shared_by != world.size:
             raise ValueError(
@@ -223,7 +224,7 @@ def fit(
     Args:
         model: an `EmbeddingModel` (anything with `.tokenizer` and `forward(features) -> embeddings`).
         loss: a loss from `labkit.losses`; its parameters, if any, are trained too (with `loss_lr`, default `lr`).
-        train_dataset: a `labkit.text.TextDataset` (texts + labels) or `PairDataset` (text columns + optional labels).
+        train_dataset: a `labkit.collate.TextDataset` (texts + labels) or `PairDataset` (text columns + optional labels).
         batch_sampler: e.g. `PKBatchSampler(labels, p, k)`; without one, shuffled batches of `batch_size`.
         steps / epochs: how long to train (optimizer steps, or passes over the batches); one of them.
         evaluator: `evaluator(model) -> {"metric name": value, ...}`, run every `eval_every` steps and at the end;

@@ -1,4 +1,4 @@
-"""Tests for labkit.article: the reconstructed article code computes what we say it computes, and its flaws
+"""Tests for labkit.course.article: the reconstructed article code computes what we say it computes, and its flaws
 (repeats within an epoch, padding, a per-anchor loop) are measurable."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from sentence_transformers.sentence_transformer.losses import BatchHardTripletLoss as StBatchHardTripletLoss
 from st_stub import st_loss
 
-from labkit.article import (
+from labkit.course.article import (
     ArticleDataset,
     ArticleWeightedSampler,
     article_batch_hard_loss,
@@ -209,7 +209,7 @@ def reference_article_loop(model, frame, steps, batch_size, lr, weight_decay, ma
 
 
 def test_train_like_the_article_equals_the_article_loop_written_out():
-    from labkit.article import train_like_the_article
+    from labkit.course.article import train_like_the_article
     from labkit.model import tiny_model
 
     # 32 passages: a pass of the sampler gives 2 batches of 16, so 13 steps start 7 passes; 13 // 12 = 1 warm-up
@@ -231,7 +231,7 @@ def test_train_like_the_article_equals_the_article_loop_written_out():
 
 
 def test_train_like_the_article_rejects_bad_input():
-    from labkit.article import train_like_the_article
+    from labkit.course.article import train_like_the_article
     from labkit.model import tiny_model
 
     model = tiny_model()
@@ -249,7 +249,7 @@ def test_train_like_the_article_rejects_bad_input():
 def test_article_settings_match_the_function_defaults():
     import inspect
 
-    from labkit.article import ARTICLE_SETTINGS, train_like_the_article
+    from labkit.course.article import ARTICLE_SETTINGS, train_like_the_article
 
     defaults = {name: p.default for name, p in inspect.signature(train_like_the_article).parameters.items()}
     for name in ("batch_size", "lr", "weight_decay", "margin"):

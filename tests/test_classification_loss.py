@@ -114,7 +114,7 @@ def test_a_well_separated_head_gives_a_small_loss_and_a_wrong_one_a_large_loss()
 
 def test_the_head_is_a_parameter_and_fit_trains_it_with_its_own_learning_rate():
     from labkit.model import tiny_model
-    from labkit.text import TextDataset
+    from labkit.collate import TextDataset
     from labkit.train import fit
 
     model = tiny_model(seed=0)

@@ -1,4 +1,4 @@
-"""labkit.clusters against slow, obviously-correct Python loops on small random data."""
+"""labkit.course.clusters against slow, obviously-correct Python loops on small random data."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from labkit import clusters
+from labkit.course import clusters
 from labkit.evaluate import cluster_quality
 
 

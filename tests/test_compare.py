@@ -1,4 +1,4 @@
-"""labkit.compare: one budget for every loss, the base model untouched, one tidy table, clear errors."""
+"""labkit.course.compare: one budget for every loss, the base model untouched, one tidy table, clear errors."""
 from __future__ import annotations
 
 import matplotlib
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import labkit
-from labkit.compare import (
+from labkit.course.compare import (
     BEFORE, DEFAULT_HYPERPARAMETERS, compare_losses, describe_hyperparameters, make_loss, plot_cluster_grid,
     random_subset,
 )

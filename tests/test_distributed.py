@@ -27,7 +27,7 @@ import labkit
 from labkit import distributed
 from labkit import losses as L
 from labkit.sampling import FixedBatchSampler, NoDuplicatesBatchSampler, PKBatchSampler
-from labkit.text import PairDataset, TextDataset
+from labkit.collate import PairDataset, TextDataset
 from labkit.train import _EpochBatches, compute_loss, fit
 
 WORLD_SIZE = 2

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from labkit.exercises import clusters as ex
+from labkit.course.exercises import clusters as ex
 
 
 def outcome(capsys, ok):

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from labkit.exercises import in_batch_negatives as ex
+from labkit.course.exercises import in_batch_negatives as ex
 
 
 def outcome(capsys, ok):

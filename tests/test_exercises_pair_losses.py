@@ -10,7 +10,7 @@ import math
 import numpy as np
 import torch
 
-from labkit.exercises import pair_losses as ex
+from labkit.course.exercises import pair_losses as ex
 
 MARGIN = 0.5
 

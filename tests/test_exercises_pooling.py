@@ -6,7 +6,7 @@ import math
 import numpy as np
 import torch
 
-from labkit.exercises import pooling as ex
+from labkit.course.exercises import pooling as ex
 
 
 def outcome(capsys, ok):

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import torch
 
-from labkit.exercises import similarity_losses as ex
+from labkit.course.exercises import similarity_losses as ex
 
 
 def outcome(capsys, ok):

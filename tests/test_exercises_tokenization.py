@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from labkit.exercises import tokenization as ex
+from labkit.course.exercises import tokenization as ex
 
 TEXT = "Unbelievably, my contactless payment was declined!"
 LENGTHS = [12, 7, 30, 9, 15, 22, 8]

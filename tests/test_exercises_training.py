@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from labkit.evaluate import retrieval_metrics
-from labkit.exercises import training as ex
+from labkit.course.exercises import training as ex
 
 
 def outcome(capsys, ok):

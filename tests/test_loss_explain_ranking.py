@@ -12,7 +12,7 @@ from labkit.losses.ranking import (
     MultipleNegativesRankingLoss,
     MultipleNegativesSymmetricRankingLoss,
 )
-from labkit.similarity import dot_score
+from labkit.distances import dot_score
 
 ALL_DIRECTIONS = ("query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc")
 CASES = [

@@ -32,7 +32,7 @@ from torch import nn
 import labkit
 import labkit.losses as L
 from labkit.losses.pairs import SiameseDistanceMetric
-from labkit.similarity import dot_score
+from labkit.distances import dot_score
 
 HALF_DTYPES = [torch.bfloat16, torch.float16]
 UNIT_ROUNDOFF = {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}  # half the distance between neighbours at 1
@@ -281,7 +281,7 @@ def _pairs(count: int, offset: int) -> tuple[list[str], list[str]]:
 
 
 def _train(precision: str):
-    from labkit.text import PairDataset
+    from labkit.collate import PairDataset
     from labkit.train import fit
 
     train_anchors, train_positives = _pairs(64, 0)
@@ -329,7 +329,7 @@ def test_short_training_run_in_half_precision_matches_fp32(precision, fp32_run):
 
 def test_fp16_training_scales_the_loss_on_this_device(tmp_path):
     """With precision='fp16' fit() must use a working gradient scaler (its state is saved in the checkpoint)."""
-    from labkit.text import PairDataset
+    from labkit.collate import PairDataset
     from labkit.train import CHECKPOINT_FILE, fit
 
     anchors, positives = _pairs(32, 0)

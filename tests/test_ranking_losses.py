@@ -21,7 +21,7 @@ from labkit.losses.ranking import (
     MultipleNegativesRankingLoss,
     MultipleNegativesSymmetricRankingLoss,
 )
-from labkit.similarity import cos_sim, dot_score
+from labkit.distances import cos_sim, dot_score
 
 BATCH_SIZES = (1, 2, 8, 32)
 DIMS = (2, 16, 384)

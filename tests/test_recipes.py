@@ -1,4 +1,4 @@
-"""labkit.recipes: notebook 09's splits and training run as functions, and the trained-model cache.
+"""labkit.course.recipes: notebook 09's splits and training run as functions, and the trained-model cache.
 
 The training tests use the random tiny BERT and a tiny budget (2 steps of 2×2 batches), so they take seconds;
 every test gets its own empty cache folder (LABKIT_CACHE_DIR), so none reads a model a notebook saved.
@@ -13,7 +13,8 @@ import pytest
 import torch
 
 import labkit
-from labkit import data, recipes
+from labkit import data
+from labkit.course import recipes
 from labkit.env import FAST
 
 TINY = replace(FAST, train_steps=2, train_subset=300, eval_subset=60, max_length=16, batch_p=2, batch_k=2)
@@ -54,7 +55,7 @@ def test_recipe_is_fit_with_notebook_09_settings(cache, data_dir):
     from labkit.env import seed_everything
     from labkit.losses.triplets import BatchHardTripletLoss
     from labkit.sampling import PKBatchSampler
-    from labkit.text import TextDataset
+    from labkit.collate import TextDataset
     from labkit.train import fit
 
     trained, result = train(cache=False)

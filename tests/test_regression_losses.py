@@ -16,7 +16,7 @@ from st_stub import EmbeddingStub, st_loss
 from torch import nn
 
 from labkit.losses.regression import AnglELoss, CoSENTLoss, CosineSimilarityLoss, SoftmaxLoss
-from labkit.similarity import pairwise_angle_sim, pairwise_cos_sim, pairwise_dot_score
+from labkit.distances import pairwise_angle_sim, pairwise_cos_sim, pairwise_dot_score
 
 BATCH_SIZES = (1, 2, 8, 32)
 DIMS = (2, 16, 384)

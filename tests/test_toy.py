@@ -5,7 +5,7 @@ import matplotlib
 matplotlib.use("Agg")
 import torch
 
-from labkit.toy import gradient_step, movement_table, plot_points
+from labkit.course.toy import gradient_step, movement_table, plot_points
 
 
 def squared_distance_to_origin(points):

@@ -1,4 +1,4 @@
-"""labkit.toy_pairs: tables and pictures of one gradient step on 2-D pairs."""
+"""labkit.course.toy_pairs: tables and pictures of one gradient step on 2-D pairs."""
 from __future__ import annotations
 
 import math
@@ -13,8 +13,8 @@ import torch
 
 from labkit.losses.pairs import ContrastiveLoss, OnlineContrastiveLoss, SiameseDistanceMetric
 from labkit.losses.regression import CoSENTLoss
-from labkit.toy import gradient_step
-from labkit.toy_pairs import (
+from labkit.course.toy import gradient_step
+from labkit.course.toy_pairs import (
     pair_movement_table,
     pair_point_names,
     plot_hard_pair_selection,
@@ -76,8 +76,8 @@ def test_step_on_one_column_is_rejected():
 
 def test_gradient_step_warning_is_silenced_after_import():
     # pytest resets warning filters for every test, so check in a fresh interpreter, as a notebook runs it.
-    code = ("import torch, labkit.toy_pairs\n"
-            "from labkit.toy import gradient_step\n"
+    code = ("import torch, labkit.course.toy_pairs\n"
+            "from labkit.course.toy import gradient_step\n"
             "gradient_step(lambda x: (x ** 2).sum(), torch.ones(2, 2))\n"
             "print('ran')")
     result = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True, timeout=120)

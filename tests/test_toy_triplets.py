@@ -1,4 +1,4 @@
-"""labkit.toy_triplets: pictures and tables of the triplets a loss picks, and the article timing helper.
+"""labkit.course.toy_triplets: pictures and tables of the triplets a loss picks, and the article timing helper.
 
 Expected picks, roles and kinds come from the plain-loop references in tests/naive_triplets.py, not from
 labkit.mining.
@@ -27,8 +27,8 @@ from naive_triplets import (
 
 from labkit.distances import euclidean_distance
 from labkit.losses.triplets import BatchHardTripletLoss, BatchSemiHardTripletLoss
-from labkit.toy import gradient_step
-from labkit.toy_triplets import (
+from labkit.course.toy import gradient_step
+from labkit.course.toy_triplets import (
     plot_label_masks,
     plot_mining_matrix,
     plot_picks,

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import labkit
-from labkit.text import PairDataset, TextDataset
+from labkit.collate import PairDataset, TextDataset
 from labkit.train import TrainingDiverged, fit, linear_warmup_decay, precision_for
 
 TEXTS = [f"sentence number {i} about {'cats' if i % 2 else 'dogs'} and {'rain' if i % 3 else 'sun'}" for i in range(48)]

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from labkit.losses.ranking import MultipleNegativesRankingLoss
-from labkit.similarity import cos_sim
+from labkit.distances import cos_sim
 
 __all__ = ["CachedMultipleNegativesRankingLoss", "RandContext"]
 

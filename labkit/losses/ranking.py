@@ -9,7 +9,7 @@
   sentence must pick itself out of the batch (Carlsson et al. 2021).
 
 Same names, parameters, defaults and reductions as sentence-transformers 6.2, on embedding tensors.
-The similarity functions live in `labkit.similarity` (re-exported here for convenience). Each loss also has
+The similarity functions live in `labkit.distances` (re-exported here for convenience). Each loss also has
 ``explain(...)``, which returns every intermediate quantity of one batch (a `RankingExplanation`) for the
 worked examples.
 
@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from labkit.distances import in_fp32
 from labkit.losses.pairs import check_embedding_columns
-from labkit.similarity import cos_sim, dot_score, pairwise_cos_sim  # noqa: F401  (re-exported)
+from labkit.distances import cos_sim, dot_score, pairwise_cos_sim  # noqa: F401  (re-exported)
 
 __all__ = [
     "RankingExplanation",

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from labkit.distances import in_fp32
 from labkit.losses.pairs import LossExplanation, _as_floats, check_embedding_columns, check_labels
-from labkit.similarity import pairwise_angle_sim, pairwise_cos_sim
+from labkit.distances import pairwise_angle_sim, pairwise_cos_sim
 
 __all__ = ["CosineSimilarityLoss", "CoSENTLoss", "AnglELoss", "SoftmaxLoss"]
 
@@ -246,7 +246,7 @@ class AnglELoss(CoSENTLoss):
         loss = log( 1 + sum_{(i, j): y_i > y_j} exp(scale * (a_j - a_i)) ),   a_i = |cos(u_i, v_i) + sin(u_i, v_i)|
 
     where the "sine" pairs dimension k with dimension k + D/2 (the embedding read as D/2 complex numbers;
-    see `labkit.similarity.pairwise_angle_sim`). Near cos = +-1 the cosine's gradient vanishes; the angle
+    see `labkit.distances.pairwise_angle_sim`). Near cos = +-1 the cosine's gradient vanishes; the angle
     term keeps one, which helps on pairs that are already very similar or very different.
 
     Inputs:
