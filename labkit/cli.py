@@ -117,12 +117,12 @@ def run_train(args) -> int:
 def _train(args, world) -> int:
     import labkit
     from labkit import viz
-    from labkit.experiment import run_experiment
+    from labkit.experiment import SAME_CLASS_PAIR_LOSSES, run_experiment
 
     labkit.setup(seed=args.seed, fast=False, quiet=not world.is_main)
     exp = _experiment_data(args)
     p, k, batch_size = args.batch
-    if exp.kind == "labelled" and args.loss != "MultipleNegativesRankingLoss" and not p:
+    if exp.kind == "labelled" and args.loss not in SAME_CLASS_PAIR_LOSSES and not p:
         raise ValueError("Batch triplet losses need P×K batches: pass --batch like 8x4 (8 classes × 4 examples).")
     model = labkit.load_model(args.model)
     before = model.encode(list(exp.heldout["text"][:2000])) if exp.kind == "labelled" and world.is_main else None

@@ -11,11 +11,13 @@ Three kinds of data, each with the losses and the evaluation that fit it:
 | `scored_pairs`  | text, text_pair, score (0–1)     | CosineSimilarity, CoSENT, AnglE                 | STS Spearman/Pearson  |
 | `binary_pairs`  | text, text_pair, label (0/1)     | Contrastive, OnlineContrastive                  | pair accuracy / F1    |
 
+Which losses fit which kind (`LOSSES_FOR`) comes from the loss registry, `labkit.losses.REGISTRY`; losses are
+built with `labkit.losses.build_loss`.
+
 Taught in notebooks/11_choosing_a_loss.ipynb.
 """
 from __future__ import annotations
 
-import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,15 +26,15 @@ import numpy as np
 import pandas as pd
 
 from labkit import data as datasets
-from labkit import losses as L
 from labkit import evaluate as ev
+from labkit.losses import REGISTRY, build_loss, losses_for
 
-LOSSES_FOR = {
-    "labelled": L.BATCH_LOSSES + ("MultipleNegativesRankingLoss",),
-    "scored_pairs": ("CosineSimilarityLoss", "CoSENTLoss", "AnglELoss"),
-    "binary_pairs": ("ContrastiveLoss", "OnlineContrastiveLoss"),
-}
+# The kinds of data an experiment loads (`data_kind`), trains on and evaluates, each with its main metric.
 MAIN_METRIC = {"labelled": "mean_average_precision_at_r", "scored_pairs": "spearman_cosine", "binary_pairs": "accuracy"}
+# The losses that fit each kind, in registry order.
+LOSSES_FOR = {kind: losses_for(kind) for kind in MAIN_METRIC}
+# On labelled data the in-batch-negatives losses train on same-class pairs; the others on P×K batches.
+SAME_CLASS_PAIR_LOSSES = tuple(name for name in LOSSES_FOR["labelled"] if REGISTRY[name].inputs == "in-batch negatives")
 # Standard column names of the built-in datasets, mapped to the names an experiment uses.
 DATASET_COLUMNS = {"stsb": {"sentence1": "text", "sentence2": "text_pair"}}
 
@@ -102,31 +104,13 @@ def same_class_pairs(labels, seed: int = 0) -> np.ndarray:
     return partner
 
 
-class LossArgumentError(TypeError, ValueError):
-    """A loss argument the loss does not take: a TypeError (a wrong keyword), and a ValueError for the command line."""
-
-
-def build_loss(name: str, kind: str, **loss_kwargs):
-    """The loss class `name` with `loss_kwargs` (sentence-transformers' defaults for the rest), after checking
-    that it fits `kind` of data."""
-    if name not in LOSSES_FOR[kind]:
-        raise ValueError(f"{name} does not fit {kind.replace('_', ' ')} data; use one of: {', '.join(LOSSES_FOR[kind])}.")
-    loss_class = getattr(L, name)
-    try:
-        return loss_class(**loss_kwargs)
-    except TypeError as error:
-        accepted = [p for p in inspect.signature(loss_class).parameters if p != "self"]
-        raise LossArgumentError(f"{name} does not accept {', '.join(map(repr, loss_kwargs))} ({error}); "
-                                f"its arguments are: {', '.join(accepted)}.") from None
-
-
 def training_set(loss_name: str, exp: ExperimentData, p: int, k: int, batch_size: int, seed: int):
     """The dataset and batch sampler that suit the loss: P×K batches, no-duplicate pairs, or shuffled pairs."""
     from labkit.sampling import NoDuplicatesBatchSampler, PKBatchSampler
     from labkit.collate import PairDataset, TextDataset
 
     frame = exp.train
-    if exp.kind == "labelled" and loss_name == "MultipleNegativesRankingLoss":
+    if exp.kind == "labelled" and loss_name in SAME_CLASS_PAIR_LOSSES:
         partner = same_class_pairs(frame["label"], seed=seed)
         keep = partner >= 0
         anchors, positives = frame["text"].to_numpy()[keep], frame["text"].to_numpy()[partner[keep]]
@@ -138,20 +122,55 @@ def training_set(loss_name: str, exp: ExperimentData, p: int, k: int, batch_size
     return PairDataset(list(frame["text"]), list(frame["text_pair"]), labels=list(labels)), None
 
 
-def evaluate_model(model, exp: ExperimentData, frame: pd.DataFrame | None = None, batch_size: int = 64) -> dict:
+def evaluate_model(
+    model, exp: ExperimentData, frame: pd.DataFrame | None = None, batch_size: int = 64, *,
+    show_progress_bar: bool | None = None, cluster_quality: bool = False, pairs_in_one_call: bool = False,
+    return_embeddings: bool = False,
+):
+    """Held-out metrics of `model` on `frame` (default `exp.heldout`), for `exp`'s kind of data.
+
+    * labelled: retrieval (`labkit.evaluate.retrieval_metrics` on L2-normalised embeddings, without its
+      ``num_*`` counts); with ``cluster_quality=True`` also ``silhouette`` and ``knn_accuracy``
+      (`labkit.evaluate.cluster_quality`);
+    * scored pairs: Spearman/Pearson of cosine similarity against the scores (`labkit.evaluate.sts_correlation`);
+    * binary pairs: accuracy, F1, the accuracy threshold (chosen on up to 2000 training pairs) and average precision.
+
+    Args:
+        show_progress_bar: passed to every `encode` call (None: a bar for long lists).
+        pairs_in_one_call: scored pairs: encode both sides in one `encode` call, as `labkit.evaluate.evaluate_sts`
+            does, instead of one call per side. The batches differ, so the embeddings (and the metrics) can
+            differ in the last float bits: `labkit.course.compare` uses one call, `run_experiment` and the
+            command line one per side, each as it always has.
+        return_embeddings: return ``(metrics, embeddings)``: the held-out texts' normalised embeddings for
+            labelled data (for maps), None for pairs.
+    """
     frame = exp.heldout if frame is None else frame
+    embeddings = None
+
+    def encode(texts: list, **options):
+        return model.encode(texts, batch_size=batch_size, show_progress_bar=show_progress_bar, **options)
+
     if exp.kind == "labelled":
-        metrics = ev.evaluate_retrieval(model, list(frame["text"]), frame["label"].to_numpy(), batch_size=batch_size)
-        return {k: v for k, v in metrics.items() if not k.startswith("num_")}
-    a = model.encode(list(frame["text"]), batch_size=batch_size)
-    b = model.encode(list(frame["text_pair"]), batch_size=batch_size)
-    if exp.kind == "scored_pairs":
-        return ev.sts_correlation(a, b, frame["score"].to_numpy())
-    # the threshold is chosen on (a sample of) the training pairs, then reported on the held-out pairs
-    dev = exp.train.sample(n=min(len(exp.train), 2000), random_state=0)
-    da, db = model.encode(list(dev["text"]), batch_size=batch_size), model.encode(list(dev["text_pair"]), batch_size=batch_size)
-    metrics = ev.pair_classification(da, db, dev["label"].to_numpy(), a, b, frame["label"].to_numpy())
-    return {k: metrics[k] for k in ("accuracy", "f1", "accuracy_threshold", "average_precision")}
+        labels = frame["label"].to_numpy()
+        embeddings = encode(list(frame["text"]), normalize=True)
+        metrics = {k: v for k, v in ev.retrieval_metrics(embeddings, labels).items() if not k.startswith("num_")}
+        if cluster_quality:
+            quality = ev.cluster_quality(embeddings, labels)
+            metrics.update(silhouette=quality["silhouette"], knn_accuracy=quality["knn_accuracy"])
+    elif exp.kind == "scored_pairs" and pairs_in_one_call:
+        both = encode(list(frame["text"]) + list(frame["text_pair"]))
+        metrics = ev.sts_correlation(both[: len(frame)], both[len(frame):], frame["score"].to_numpy())
+    else:
+        a, b = encode(list(frame["text"])), encode(list(frame["text_pair"]))
+        if exp.kind == "scored_pairs":
+            metrics = ev.sts_correlation(a, b, frame["score"].to_numpy())
+        else:
+            # the threshold is chosen on (a sample of) the training pairs, then reported on the held-out pairs
+            dev = exp.train.sample(n=min(len(exp.train), 2000), random_state=0)
+            da, db = encode(list(dev["text"])), encode(list(dev["text_pair"]))
+            metrics = ev.pair_classification(da, db, dev["label"].to_numpy(), a, b, frame["label"].to_numpy())
+            metrics = {k: metrics[k] for k in ("accuracy", "f1", "accuracy_threshold", "average_precision")}
+    return (metrics, embeddings) if return_embeddings else metrics
 
 
 def run_experiment(

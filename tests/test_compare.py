@@ -12,10 +12,10 @@ import torch
 
 import labkit
 from labkit.course.compare import (
-    BEFORE, DEFAULT_HYPERPARAMETERS, compare_losses, describe_hyperparameters, make_loss, plot_cluster_grid,
-    random_subset,
+    BEFORE, DEFAULT_HYPERPARAMETERS, compare_losses, describe_hyperparameters, plot_cluster_grid, random_subset,
 )
 from labkit.experiment import LOSSES_FOR
+from labkit.losses import build_loss
 
 WORDS = ["card", "loan", "cash", "fee", "atm", "pin"]
 STEPS, P, K = 2, 2, 2
@@ -177,11 +177,11 @@ def test_train_and_heldout_of_different_kinds_are_refused(base):
         compare_losses(base, labelled_frame(), labelled_frame().iloc[:0], steps=1)
 
 
-def test_make_loss_uses_the_settings_and_checks_the_kind():
-    loss = make_loss("BatchSemiHardTripletLoss", "labelled", **DEFAULT_HYPERPARAMETERS["BatchSemiHardTripletLoss"])
+def test_build_loss_uses_the_settings_and_checks_the_kind():
+    loss = build_loss("BatchSemiHardTripletLoss", "labelled", **DEFAULT_HYPERPARAMETERS["BatchSemiHardTripletLoss"])
     assert type(loss).__name__ == "BatchSemiHardTripletLoss" and loss.margin == 0.5
     with pytest.raises(ValueError, match="AnglELoss does not fit labelled data"):
-        make_loss("AnglELoss", "labelled")
+        build_loss("AnglELoss", "labelled")
     # every margin loss of the comparison gets a margin below 2, the largest distance between unit vectors
     for name, settings in DEFAULT_HYPERPARAMETERS.items():
         if "margin" in settings:

@@ -12,10 +12,12 @@ and measures each copy on the same held-out data:
   dropout). Loss hyperparameters are stated in the table; the triplet losses get a margin that fits
   normalised embeddings (0.5, not sentence-transformers' default 5: distances on the unit sphere are at most 2);
 * the **same evaluation**, before and after: retrieval (MAP@R, precision@1, R-precision) and cluster quality
-  for labelled data, Spearman/Pearson of cosine similarity against gold scores for STS pairs.
+  for labelled data, Spearman/Pearson of cosine similarity against gold scores for STS pairs
+  (`labkit.experiment.evaluate_model`).
 
 The base model is never modified: each loss trains a `copy.deepcopy` of it, which is cheaper than reloading.
-The data, losses and batches come from `labkit.experiment` (the same recipe as `python -m labkit train`).
+The data, losses, batches and evaluation come from `labkit.experiment` (the same recipe as
+`python -m labkit train`); the losses and their knobs from the loss registry, `labkit.losses.REGISTRY`.
 
 Taught in notebooks/11_choosing_a_loss.ipynb.
 """
@@ -34,28 +36,22 @@ import torch
 from labkit import evaluate as ev
 from labkit.env import seed_everything
 from labkit.experiment import (
-    DATASET_COLUMNS, LOSSES_FOR, MAIN_METRIC, ExperimentData, build_loss, data_kind, evaluate_model, training_set,
+    DATASET_COLUMNS, LOSSES_FOR, MAIN_METRIC, SAME_CLASS_PAIR_LOSSES, ExperimentData, data_kind, evaluate_model,
+    training_set,
 )
+from labkit.losses import REGISTRY, build_loss
 from labkit.viz import _project, _quality_caption, plot_clusters
 
-__all__ = ["DEFAULT_HYPERPARAMETERS", "LossComparison", "make_loss", "describe_hyperparameters", "compare_losses",
+__all__ = ["DEFAULT_HYPERPARAMETERS", "LossComparison", "describe_hyperparameters", "compare_losses",
            "plot_cluster_grid", "random_subset", "BEFORE"]
 
 BEFORE = "(before training)"  # the name of the base model's row in a comparison table
 
-# Loss settings used for a fair comparison. The margin losses share one margin that fits unit vectors
-# (Euclidean distances in [0, 2]); the scaled losses keep sentence-transformers' scale 20.
+# Loss settings used for a fair comparison: the course's knob values of every loss an experiment can train
+# (`labkit.losses.REGISTRY`). The margin losses share one margin that fits unit vectors (Euclidean distances in
+# [0, 2]); the scaled losses keep sentence-transformers' scale 20.
 DEFAULT_HYPERPARAMETERS: dict[str, dict] = {
-    "BatchAllTripletLoss": {"margin": 0.5},
-    "BatchHardTripletLoss": {"margin": 0.5},
-    "BatchHardSoftMarginTripletLoss": {},  # no margin: log(1 + exp(d_ap - d_an))
-    "BatchSemiHardTripletLoss": {"margin": 0.5},
-    "MultipleNegativesRankingLoss": {"scale": 20.0},
-    "CosineSimilarityLoss": {},  # MSE between cosine similarity and the gold score
-    "CoSENTLoss": {"scale": 20.0},
-    "AnglELoss": {"scale": 20.0},
-    "ContrastiveLoss": {"margin": 0.5},
-    "OnlineContrastiveLoss": {"margin": 0.5},
+    name: REGISTRY[name].knob_defaults for names in LOSSES_FOR.values() for name in names
 }
 
 # Metrics shown in a comparison table, per kind of data (the main one first).
@@ -87,9 +83,6 @@ class LossComparison:
     histories: dict = field(default_factory=dict)
 
 
-make_loss = build_loss  # make_loss(name, kind, **hyperparameters): checked against the data kind, then built
-
-
 def describe_hyperparameters(hyperparameters: Mapping) -> str:
     """`{"margin": 0.5}` → "margin=0.5"; "defaults" when there are none."""
     return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in hyperparameters.items()) or "—"
@@ -118,27 +111,11 @@ def _texts_per_step(kind: str, names: Sequence[str], p: int, k: int) -> tuple[in
     if p < 1 or k < 1:
         raise ValueError(f"p and k must be positive, got p={p}, k={k}.")
     texts = p * k
-    uses_pairs = kind != "labelled" or "MultipleNegativesRankingLoss" in names
+    uses_pairs = kind != "labelled" or any(name in SAME_CLASS_PAIR_LOSSES for name in names)
     if uses_pairs and texts % 2:
         raise ValueError(f"P·K = {texts} texts per step is odd, so pair losses cannot get the same number of texts "
                          "(P·K/2 pairs): make P or K even.")
     return texts, max(1, texts // 2)
-
-
-def _evaluate(model, exp: ExperimentData, batch_size: int) -> tuple[dict, np.ndarray | None]:
-    """Held-out metrics of `model` (and the held-out embeddings, for labelled data)."""
-    frame = exp.heldout
-    if exp.kind == "scored_pairs":  # as evaluate_model, without a progress bar per evaluation
-        both = model.encode(list(frame["text"]) + list(frame["text_pair"]), batch_size=batch_size,
-                            show_progress_bar=False)
-        return ev.sts_correlation(both[: len(frame)], both[len(frame):], frame["score"].to_numpy()), None
-    if exp.kind != "labelled":
-        return evaluate_model(model, exp, batch_size=batch_size), None
-    embeddings = model.encode(list(frame["text"]), batch_size=batch_size, normalize=True, show_progress_bar=False)
-    labels = frame["label"].to_numpy()
-    retrieval = ev.retrieval_metrics(embeddings, labels)
-    quality = ev.cluster_quality(embeddings, labels)
-    return {**retrieval, "silhouette": quality["silhouette"], "knn_accuracy": quality["knn_accuracy"]}, embeddings
 
 
 class _TextCount:
@@ -207,22 +184,26 @@ def compare_losses(
     settings = {name: {**DEFAULT_HYPERPARAMETERS.get(name, {}), **(hyperparameters or {}).get(name, {})}
                 for name in names}
     for name in names:  # fail before any slow work: wrong loss for the data, unknown hyperparameter
-        make_loss(name, kind, **settings[name])
+        build_loss(name, kind, **settings[name])
     texts_per_step, pairs_per_batch = _texts_per_step(kind, names, p, k)
     exp = ExperimentData(kind, train.reset_index(drop=True), heldout.reset_index(drop=True))
     main = MAIN_METRIC[kind]
     metric_names = TABLE_METRICS[kind]
 
+    def evaluate(scored) -> tuple[dict, np.ndarray | None]:  # held-out metrics (and embeddings), no progress bars
+        return evaluate_model(scored, exp, batch_size=encode_batch_size, show_progress_bar=False, cluster_quality=True,
+                              pairs_in_one_call=True, return_embeddings=True)
+
     rows, embeddings, histories = [], {}, {}
     if include_before:
-        metrics, embedded = _evaluate(model, exp, encode_batch_size)
+        metrics, embedded = evaluate(model)
         rows.append({"loss": BEFORE, "steps": 0, "texts_per_step": 0, "texts_seen": 0, "hyperparameters": "",
                      "lr": float("nan"), **{m: metrics[m] for m in metric_names}, "seconds": 0.0})
         embeddings[BEFORE] = embedded
     for name in names:
         seed_everything(seed)
         trained = copy.deepcopy(model)
-        loss = make_loss(name, kind, **settings[name])
+        loss = build_loss(name, kind, **settings[name])
         dataset, sampler = training_set(name, exp, p, k, pairs_per_batch, seed)
         count = _TextCount(loss)
         started = time.perf_counter()
@@ -231,7 +212,7 @@ def compare_losses(
                      live_plot=False)
         seconds = time.perf_counter() - started
         count.handle.remove()
-        metrics, embedded = _evaluate(trained, exp, encode_batch_size)
+        metrics, embedded = evaluate(trained)
         rows.append({"loss": name, "steps": result.steps, "texts_per_step": count.texts / max(1, count.calls),
                      "texts_seen": count.texts, "hyperparameters": describe_hyperparameters(settings[name]), "lr": lr,
                      **{m: metrics[m] for m in metric_names}, "seconds": round(seconds, 1)})

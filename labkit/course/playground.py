@@ -27,9 +27,10 @@ model with a Normalize layer does), then Euclidean, so the gradient reaches the 
 normalisation; ``"cosine"``: 1 - cos (a similarity, cos, for the losses that take one). For the in-batch
 losses the similarity is cos for "cosine" and minus the Euclidean distance otherwise.
 
-Losses that do not apply to labelled points: SoftmaxLoss (it trains a classifier head of its own),
-ContrastiveTensionLossInBatchNegatives (two encoders, no labels), CachedMultipleNegativesRankingLoss
-(it runs a model).
+The menu, `LOSSES`, is derived from the loss registry (`labkit.losses.REGISTRY`): every registered loss of
+those four families, with its knobs. Losses that do not apply to labelled points: SoftmaxLoss (it trains a
+classifier head of its own), ContrastiveTensionLossInBatchNegatives (two encoders, no labels),
+CachedMultipleNegativesRankingLoss (it runs a model).
 
 Taught in notebooks/08_loss_playground.ipynb.
 """
@@ -45,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from labkit import losses
+from labkit.losses import REGISTRY, build_loss
 from labkit.distances import BatchHardTripletLossDistanceFunction, TripletDistanceMetric, euclidean_distance
 from labkit.losses.pairs import SiameseDistanceMetric
 from labkit.mining import TripletKind
@@ -53,7 +54,7 @@ from labkit.distances import cos_sim
 
 __all__ = [
     "PRESETS", "DISTANCES", "LOSSES", "LossSpec", "make_cloud", "pair_indices", "triplet_indices",
-    "anchor_positive_indices", "build_loss", "negative_euclidean_similarity", "PlaygroundState", "Trajectory",
+    "anchor_positive_indices", "playground_loss", "negative_euclidean_similarity", "PlaygroundState", "Trajectory",
     "Playground", "plot_state", "state_figure",
 ]
 
@@ -174,20 +175,24 @@ class LossSpec:
     knobs: tuple = ()  # which of "margin" and "scale" it reads
 
 
-LOSSES = {spec.name: spec for spec in (
-    LossSpec("BatchHardTripletLoss", "batch", knobs=("margin",)),
-    LossSpec("BatchHardSoftMarginTripletLoss", "batch"),
-    LossSpec("BatchSemiHardTripletLoss", "batch", knobs=("margin",)),
-    LossSpec("BatchAllTripletLoss", "batch", knobs=("margin",)),
-    LossSpec("TripletLoss", "triplets", knobs=("margin",)),
-    LossSpec("ContrastiveLoss", "pairs", knobs=("margin",)),
-    LossSpec("OnlineContrastiveLoss", "pairs", knobs=("margin",)),
-    LossSpec("CosineSimilarityLoss", "pairs", _COSINE_ONLY),
-    LossSpec("CoSENTLoss", "pairs", _COSINE_ONLY, ("scale",)),
-    LossSpec("AnglELoss", "pairs", _COSINE_ONLY, ("scale",)),
-    LossSpec("MultipleNegativesRankingLoss", "in-batch negatives", knobs=("scale",)),
-    LossSpec("MultipleNegativesSymmetricRankingLoss", "in-batch negatives", knobs=("scale",)),
-)}
+# The families whose inputs `Playground.loss_inputs` builds from a labelled cloud (`labkit.losses.INPUTS`).
+FAMILIES = ("batch", "triplets", "pairs", "in-batch negatives")
+# The menu starts with batch-hard (the default), its soft-margin switch and semi-hard; then registry order.
+_MENU_FIRST = ("BatchHardTripletLoss", "BatchHardSoftMarginTripletLoss", "BatchSemiHardTripletLoss")
+
+
+def _spec(entry) -> LossSpec:
+    """The playground's view of a registry entry: the scored-pair losses fit a cosine similarity to a score,
+    so they are offered with the cosine distance only."""
+    distances = _COSINE_ONLY if "scored_pairs" in entry.data_kinds else _ALL
+    return LossSpec(entry.name, entry.inputs, distances, tuple(knob.name for knob in entry.knobs))
+
+
+# Every registered loss whose inputs the playground can build; ContrastiveTensionLossInBatchNegatives needs two
+# encoders of the same texts, which a point cloud does not have.
+_OFFERED = [entry for entry in REGISTRY.values() if entry.inputs in FAMILIES]
+LOSSES = {spec.name: spec for spec in map(_spec, sorted(
+    _OFFERED, key=lambda entry: _MENU_FIRST.index(entry.name) if entry.name in _MENU_FIRST else len(_MENU_FIRST)))}
 
 # The soft-margin knob turns batch-hard's hinge into a softplus: a different class in labkit.losses.
 SOFT_MARGIN_OF = {"BatchHardTripletLoss": "BatchHardSoftMarginTripletLoss"}
@@ -209,18 +214,15 @@ def _metric_arguments(spec: LossSpec, metric: str) -> dict:
         return {"distance_metric": TripletDistanceMetric.EUCLIDEAN if euclidean else TripletDistanceMetric.COSINE}
     if spec.family == "in-batch negatives":
         return {"similarity_fct": negative_euclidean_similarity if euclidean else cos_sim}
-    if spec.name in ("ContrastiveLoss", "OnlineContrastiveLoss"):
+    if "binary_pairs" in REGISTRY[spec.name].data_kinds:  # ContrastiveLoss, OnlineContrastiveLoss
         return {"distance_metric": SiameseDistanceMetric.EUCLIDEAN if euclidean else SiameseDistanceMetric.COSINE_DISTANCE}
     return {}  # CosineSimilarityLoss, CoSENT, AnglE: cosine is built in
 
 
 def _knob_arguments(spec: LossSpec, margin: float, scale: float) -> dict:
-    arguments = {}
-    if "margin" in spec.knobs:
-        arguments["triplet_margin" if spec.name == "TripletLoss" else "margin"] = margin
-    if "scale" in spec.knobs:
-        arguments["scale"] = scale
-    return arguments
+    """The constructor arguments of the knobs the loss reads (TripletLoss calls its margin ``triplet_margin``)."""
+    values = {"margin": margin, "scale": scale}
+    return {knob.keyword: values[knob.name] for knob in REGISTRY[spec.name].knobs}
 
 
 def check_configuration(loss: str, distance: str) -> LossSpec:
@@ -233,14 +235,16 @@ def check_configuration(loss: str, distance: str) -> LossSpec:
     return spec
 
 
-def build_loss(loss: str, distance: str = "euclidean", margin: float = 1.0, scale: float = 20.0) -> nn.Module:
-    """The `labkit.losses` object for a loss name, a playground distance and the knobs it reads.
+def playground_loss(loss: str, distance: str = "euclidean", margin: float = 1.0, scale: float = 20.0) -> nn.Module:
+    """The `labkit.losses` object for a loss name, a playground distance and the knobs it reads, built by
+    `labkit.losses.build_loss`.
 
     "normalised" builds the Euclidean loss: the normalisation is applied to the points, not by the loss.
     """
     spec = check_configuration(loss, distance)
     metric = "cosine" if distance == "cosine" else "euclidean"
-    return getattr(losses, loss)(**_metric_arguments(spec, metric), **_knob_arguments(spec, margin, scale))
+    return build_loss(loss, REGISTRY[loss].data_kinds[0], **_metric_arguments(spec, metric),
+                      **_knob_arguments(spec, margin, scale))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -439,7 +443,7 @@ class Playground:
 
     def loss_module(self) -> nn.Module:
         """The configured `labkit.losses` object."""
-        return build_loss(self.loss, self.distance, self.margin, self.scale)
+        return playground_loss(self.loss, self.distance, self.margin, self.scale)
 
     def describe(self) -> str:
         knobs = {"margin": self.margin, "scale": self.scale}

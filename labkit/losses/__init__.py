@@ -1,4 +1,4 @@
-"""Every loss of the course, named and parameterised exactly as in sentence-transformers.
+"""Every loss of the course, named and parameterised exactly as in sentence-transformers, and the registry of them.
 
 They take embedding tensors (not a model), so they can be taught, plotted and tested on their own:
 pairs `loss(emb_a, emb_b, labels)`, triplets `loss(anchor, positive, negative)`, labelled batches
@@ -6,6 +6,12 @@ pairs `loss(emb_a, emb_b, labels)`, triplets `loss(anchor, positive, negative)`,
 `CachedMultipleNegativesRankingLoss`, must run the model itself (GradCache) and takes tokenized inputs.
 `ClassificationLoss` (a linear head + cross-entropy on labelled batches) is not a sentence-transformers loss:
 it is the "classification fine-tuning" baseline of notebook 12.
+
+`REGISTRY` (`labkit.losses.registry`) says, for every loss you can pick by name, which kinds of data it trains
+on (`DATA_KINDS`), how it is called (`INPUTS`) and its knobs (margin, scale) with the values the course uses;
+`build_loss(name, kind, **arguments)` builds one after checking that it fits the data, and `losses_for(kind)`
+lists the losses for a kind. The command line, `labkit.experiment`, the loss playground and the loss comparison
+all take their lists of losses from it: to add a loss, add one entry there.
 """
 from labkit.losses.cached import CachedMultipleNegativesRankingLoss
 from labkit.losses.classification import ClassificationLoss
@@ -25,14 +31,17 @@ from labkit.losses.triplets import (
     BatchSemiHardTripletLoss,
     TripletLoss,
 )
-
-PAIR_LOSSES = ("ContrastiveLoss", "OnlineContrastiveLoss", "CosineSimilarityLoss", "CoSENTLoss", "AnglELoss", "SoftmaxLoss")
-TRIPLET_LOSSES = ("TripletLoss",)
-BATCH_LOSSES = ("BatchAllTripletLoss", "BatchHardTripletLoss", "BatchHardSoftMarginTripletLoss", "BatchSemiHardTripletLoss")
-IN_BATCH_NEGATIVES_LOSSES = (
-    "MultipleNegativesRankingLoss", "MultipleNegativesSymmetricRankingLoss", "ContrastiveTensionLossInBatchNegatives",
+from labkit.losses.registry import (
+    DATA_KINDS, INPUTS, NOT_REGISTERED, REGISTRY, Knob, LossArgumentError, LossEntry, build_loss, losses_for,
 )
 
-__all__ = [*PAIR_LOSSES, *TRIPLET_LOSSES, *BATCH_LOSSES, *IN_BATCH_NEGATIVES_LOSSES,
-           "CachedMultipleNegativesRankingLoss", "ClassificationLoss", "SiameseDistanceMetric", "TripletDistanceMetric",
-           "BatchHardTripletLossDistanceFunction"]
+__all__ = [
+    "ContrastiveLoss", "OnlineContrastiveLoss", "CosineSimilarityLoss", "CoSENTLoss", "AnglELoss", "SoftmaxLoss",
+    "TripletLoss",
+    "BatchAllTripletLoss", "BatchHardTripletLoss", "BatchHardSoftMarginTripletLoss", "BatchSemiHardTripletLoss",
+    "MultipleNegativesRankingLoss", "MultipleNegativesSymmetricRankingLoss", "ContrastiveTensionLossInBatchNegatives",
+    "CachedMultipleNegativesRankingLoss", "ClassificationLoss", "SiameseDistanceMetric", "TripletDistanceMetric",
+    "BatchHardTripletLossDistanceFunction",
+    "REGISTRY", "NOT_REGISTERED", "DATA_KINDS", "INPUTS", "LossEntry", "Knob", "LossArgumentError", "build_loss",
+    "losses_for",
+]

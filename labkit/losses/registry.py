@@ -1,0 +1,195 @@
+"""The loss registry: for every loss you can pick by name, what data it trains on and which knobs a learner turns.
+
+`REGISTRY` maps a loss class name to a `LossEntry`; `build_loss(name, kind, **arguments)` builds one. Everything
+that lists losses is derived from it: the command line's and `labkit.experiment`'s `LOSSES_FOR` (which losses fit
+which kind of data), the loss playground's menu (`labkit.course.playground.LOSSES`), and the comparison's settings
+(`labkit.course.compare.DEFAULT_HYPERPARAMETERS`).
+
+Data kinds
+----------
+A data kind is what one training row looks like, i.e. which columns a dataset needs for the loss to train on it
+(`DATA_KINDS` describes each):
+
+* ``labelled``: single texts with a class label (``text``, ``label``). Batch losses get P×K batches and mine their
+  own triplets; `MultipleNegativesRankingLoss` trains on same-class pairs built from them
+  (`labkit.experiment.same_class_pairs`).
+* ``scored_pairs``: (``text``, ``text_pair``, ``score`` in 0..1), e.g. STS-B.
+* ``binary_pairs``: (``text``, ``text_pair``, ``label`` 0/1): similar or not.
+* ``positive_pairs``: (anchor, positive) pairs such as (question, answer); the other pairs' positives are the
+  negatives.
+* ``triplets``: (anchor, positive, negative) rows.
+* ``unlabelled``: single texts without labels (Contrastive Tension: each text is its own positive).
+
+`labkit.experiment.data_kind` recognises the first three from a DataFrame's columns; those are the kinds the
+command line trains on (``LOSSES_FOR``). A loss may fit several kinds; ``data_kinds`` lists them.
+
+An entry also says how the loss is called (``inputs``, see `INPUTS`): on a labelled batch, on triplets, on pairs
+with a label or score, on (anchor, positive, *negatives) columns, or on two encodings of the same texts.
+
+Knobs
+-----
+A knob is a hyperparameter a learner tunes: the ``margin`` of the margin losses and the ``scale`` (1 / temperature)
+of the softmax losses. A `Knob` holds the value the course uses (``default``), the constructor argument that takes
+it (``keyword``: TripletLoss calls its margin ``triplet_margin``), and sentence-transformers' own default, read from
+the class's signature (labkit's losses take sentence-transformers' defaults, so the class is the one place it is
+written). The two differ for the triplet losses: the course uses margin 0.5, which fits unit-length embeddings
+(Euclidean distances lie in [0, 2]); sentence-transformers' 5 keeps every triplet active. The scaled losses keep
+sentence-transformers' scale 20; the contrastive losses its margin 0.5. `build_loss` itself applies no knob
+default: what you do not pass takes sentence-transformers' default, as it always has; the course's values are
+applied by whoever chooses them (`labkit.course.compare`).
+
+Losses not registered
+---------------------
+Three classes of `labkit.losses` are left out, because their constructors need more than knobs: something only a
+training run has (`NOT_REGISTERED` says why for each). Nothing builds them by name; their notebooks build them by
+hand.
+
+* `CachedMultipleNegativesRankingLoss` runs the model itself (GradCache), so it is built around the model.
+* `SoftmaxLoss` (NLI pairs) and `ClassificationLoss` (labelled texts) own a trainable classifier head sized by the
+  model's embedding dimension and the number of labels.
+
+Adding a loss
+-------------
+Write the class in its module and export it from `labkit.losses`, then add **one** `LossEntry` to `REGISTRY` below:
+its data kinds, how it is called, its knobs with the course's values. Everything else follows: the command line
+and `labkit.experiment` accept it for those kinds, `build_loss` builds it, `compare_losses` runs it with its knobs,
+and the playground offers it if it can build its inputs from a point cloud. The order of `REGISTRY` is the order
+of every list derived from it (the playground puts batch-hard and semi-hard first). `tests/test_loss_registry.py`
+fails if an exported loss is neither registered nor in `NOT_REGISTERED`.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+from labkit.losses.pairs import ContrastiveLoss, OnlineContrastiveLoss
+from labkit.losses.ranking import (
+    ContrastiveTensionLossInBatchNegatives,
+    MultipleNegativesRankingLoss,
+    MultipleNegativesSymmetricRankingLoss,
+)
+from labkit.losses.regression import AnglELoss, CoSENTLoss, CosineSimilarityLoss
+from labkit.losses.triplets import (
+    BatchAllTripletLoss,
+    BatchHardSoftMarginTripletLoss,
+    BatchHardTripletLoss,
+    BatchSemiHardTripletLoss,
+    TripletLoss,
+)
+
+__all__ = ["DATA_KINDS", "INPUTS", "Knob", "LossEntry", "REGISTRY", "NOT_REGISTERED", "LossArgumentError",
+           "losses_for", "build_loss"]
+
+DATA_KINDS = {
+    "labelled": "single texts with a class label (text, label)",
+    "scored_pairs": "pairs with a similarity score in 0..1 (text, text_pair, score)",
+    "binary_pairs": "pairs labelled 1 (similar) or 0 (not) (text, text_pair, label)",
+    "positive_pairs": "(anchor, positive) pairs, e.g. (question, answer); no label",
+    "triplets": "(anchor, positive, negative) rows",
+    "unlabelled": "single texts without labels",
+}
+
+INPUTS = {
+    "batch": "loss(embeddings, labels): one labelled batch; the loss mines its own triplets",
+    "triplets": "loss(anchor, positive, negative)",
+    "pairs": "loss(emb_a, emb_b, labels): a 0/1 label or a score per pair",
+    "in-batch negatives": "loss(anchor, positive, *negatives): the other rows' positives are the negatives",
+    "two encodings": "loss(emb_1, emb_2): the same texts through two encoders",
+}
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A hyperparameter a learner tunes: its common ``name`` ("margin" or "scale") and the course's ``default``.
+
+    ``argument`` is the constructor keyword when it is not ``name`` (TripletLoss: ``triplet_margin``).
+    """
+
+    name: str
+    default: float
+    argument: str | None = None
+
+    @property
+    def keyword(self) -> str:
+        """The loss constructor's keyword for this knob."""
+        return self.argument or self.name
+
+
+@dataclass(frozen=True)
+class LossEntry:
+    """One registered loss: its class, how it is called (`INPUTS`), the data it trains on (`DATA_KINDS`), its knobs."""
+
+    loss_class: type
+    inputs: str
+    data_kinds: tuple[str, ...]
+    knobs: tuple[Knob, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.loss_class.__name__
+
+    @property
+    def knob_defaults(self) -> dict:
+        """The course's knob values as constructor arguments, e.g. ``{"margin": 0.5}`` (``{}``: no knobs)."""
+        return {knob.keyword: knob.default for knob in self.knobs}
+
+    @property
+    def sentence_transformers_defaults(self) -> dict:
+        """Sentence-transformers' defaults for the same knobs, from the class's signature, e.g. ``{"margin": 5}``."""
+        parameters = inspect.signature(self.loss_class).parameters
+        return {knob.keyword: parameters[knob.keyword].default for knob in self.knobs}
+
+
+_MARGIN = Knob("margin", 0.5)  # fits unit vectors: Euclidean distances lie in [0, 2]
+_SCALE = Knob("scale", 20.0)
+
+REGISTRY: dict[str, LossEntry] = {entry.name: entry for entry in (
+    LossEntry(BatchAllTripletLoss, "batch", ("labelled",), (_MARGIN,)),
+    LossEntry(BatchHardTripletLoss, "batch", ("labelled",), (_MARGIN,)),
+    LossEntry(BatchHardSoftMarginTripletLoss, "batch", ("labelled",)),  # no margin: log(1 + exp(d_ap - d_an))
+    LossEntry(BatchSemiHardTripletLoss, "batch", ("labelled",), (_MARGIN,)),
+    LossEntry(TripletLoss, "triplets", ("triplets",), (Knob("margin", 0.5, argument="triplet_margin"),)),
+    LossEntry(ContrastiveLoss, "pairs", ("binary_pairs",), (_MARGIN,)),
+    LossEntry(OnlineContrastiveLoss, "pairs", ("binary_pairs",), (_MARGIN,)),
+    LossEntry(CosineSimilarityLoss, "pairs", ("scored_pairs",)),  # MSE between cosine similarity and the score
+    LossEntry(CoSENTLoss, "pairs", ("scored_pairs",), (_SCALE,)),
+    LossEntry(AnglELoss, "pairs", ("scored_pairs",), (_SCALE,)),
+    LossEntry(MultipleNegativesRankingLoss, "in-batch negatives", ("labelled", "positive_pairs", "triplets"), (_SCALE,)),
+    LossEntry(MultipleNegativesSymmetricRankingLoss, "in-batch negatives", ("positive_pairs",), (_SCALE,)),
+    LossEntry(ContrastiveTensionLossInBatchNegatives, "two encodings", ("unlabelled",), (_SCALE,)),
+)}
+
+NOT_REGISTERED = {
+    "CachedMultipleNegativesRankingLoss": "it runs the model itself (GradCache), so its constructor takes the model: "
+                                          "build it around your model, for (anchor, positive) pairs (notebook 07)",
+    "SoftmaxLoss": "its classifier head needs embedding_dimension and num_labels, from the model and the (premise, "
+                   "hypothesis, label) NLI data, not knobs (notebook 06)",
+    "ClassificationLoss": "its classifier head needs embedding_dimension and num_labels, from the model and the "
+                          "labelled data, not knobs (notebook 12)",
+}
+
+
+class LossArgumentError(TypeError, ValueError):
+    """A loss argument the loss does not take: a TypeError (a wrong keyword), and a ValueError for the command line."""
+
+
+def losses_for(kind: str) -> tuple[str, ...]:
+    """The names of the registered losses that train on `kind` of data, in registry order."""
+    if kind not in DATA_KINDS:
+        raise ValueError(f"unknown data kind {kind!r}; the kinds are: {', '.join(DATA_KINDS)}.")
+    return tuple(name for name, entry in REGISTRY.items() if kind in entry.data_kinds)
+
+
+def build_loss(name: str, kind: str, **loss_kwargs):
+    """The loss class `name` with `loss_kwargs` (sentence-transformers' defaults for the rest), after checking
+    that it fits `kind` of data."""
+    fitting = losses_for(kind)
+    if name not in fitting:
+        raise ValueError(f"{name} does not fit {kind.replace('_', ' ')} data; use one of: {', '.join(fitting)}.")
+    loss_class = REGISTRY[name].loss_class
+    try:
+        return loss_class(**loss_kwargs)
+    except TypeError as error:
+        accepted = [p for p in inspect.signature(loss_class).parameters if p != "self"]
+        raise LossArgumentError(f"{name} does not accept {', '.join(map(repr, loss_kwargs))} ({error}); "
+                                f"its arguments are: {', '.join(accepted)}.") from None
