@@ -13,39 +13,43 @@ Gradient accumulation makes the *step* see more examples, but it adds no in-batc
 loss call still only compares the texts of its own batch. For more negatives, use a bigger batch with
 `CachedMultipleNegativesRankingLoss` (GradCache).
 
-Every `eval_every` steps the evaluator runs; the best model is kept. With `output_dir`, a checkpoint
-(model, optimizer, scheduler, scaler, RNG states, data position) is written there, `resume=True` goes on
-from it and gives the same result as a run that never stopped, and Ctrl-C leaves a usable checkpoint.
+After each step, every `log_every` steps the losses are read back from the device (a NaN or inf stops
+training); every `eval_every` steps the evaluator runs and the best model is kept; in a notebook a live
+plot (`labkit.viz.LivePlot`) is redrawn. With `output_dir`, a checkpoint (`labkit.checkpoint`: model,
+optimizer, scheduler, scaler, RNG states, data position) is written there, `resume=True` goes on from it
+and gives the same result as a run that never stopped, and Ctrl-C leaves a usable checkpoint.
 
 Several GPUs: the same call runs under ``torchrun --nproc_per_node=N``, one process per GPU. Each process
 embeds its share of every batch, the loss sees the embeddings of all processes as one batch of N × the
 per-process size, and DistributedDataParallel keeps the copies of the model identical; rank 0 alone prints
 and writes files. The few lines that do it are marked "several processes"; `labkit.distributed` explains them.
 
+`fit()` reads top to bottom; below it come its pieces, in the order it uses them.
+
 Taught in notebooks/09_training.ipynb (several GPUs: notebooks/13_scaling_up.ipynb).
 """
 from __future__ import annotations
 
 import math
-import random
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
-import numpy as np
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
 from labkit import distributed
-from labkit.world import World
-from labkit.env import pick_device
+from labkit.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint, set_rng_state
 from labkit.collate import Collate
-
-CHECKPOINT_FILE = "checkpoint.pt"
+from labkit.env import bf16_supported, pick_device
+from labkit.viz import LivePlot, in_notebook
+from labkit.world import World
 
 
 class TrainingDiverged(RuntimeError):
@@ -81,7 +85,7 @@ def precision_for(device: torch.device, precision: str = "auto") -> str:
         return precision
     if device.type != "cuda":
         return "fp32"  # CPU autocast is slower than fp32 for these models
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if bf16_supported(device) else "fp16"
 
 
 def autocast(device: torch.device, precision: str):
@@ -136,22 +140,7 @@ def compute_loss(model: nn.Module, loss_fn: nn.Module, features, labels) -> torc
     return loss_fn(*embeddings, labels) if labels is not None else loss_fn(*embeddings)
 
 
-def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-class _EpochBatches:
+class EpochBatches:
     """The batches of one epoch as lists of indices, so a resumed run can skip the ones already done.
 
     With N processes, this process's share of each global batch: the sampler gives it (it was built with
@@ -187,36 +176,15 @@ class _EpochBatches:
 
 
 def fit(
-    model: nn.Module,
-    loss: nn.Module,
-    train_dataset: Dataset,
-    *,
-    batch_sampler=None,
-    batch_size: int = 32,
-    steps: int | None = None,
-    epochs: int | None = None,
-    lr: float = 2e-5,
-    loss_lr: float | None = None,
-    warmup_ratio: float = 0.1,
-    weight_decay: float = 0.01,
-    max_grad_norm: float = 1.0,
-    grad_accum_steps: int = 1,
-    precision: str = "auto",
-    max_length: int | None = None,
-    evaluator: Callable[[nn.Module], dict] | None = None,
-    metric: str | None = None,
-    greater_is_better: bool = True,
-    eval_every: int | None = None,
-    restore_best: bool = True,
-    output_dir: str | Path | None = None,
-    checkpoint_every: int | None = None,
-    resume: bool = False,
-    num_workers: int | None = None,
-    log_every: int | None = None,
-    seed: int = 42,
-    device: str | torch.device | None = None,
-    show_progress: bool = True,
-    live_plot: bool | None = None,
+    model: nn.Module, loss: nn.Module, train_dataset: Dataset, *,
+    batch_sampler=None, batch_size: int = 32, steps: int | None = None, epochs: int | None = None,
+    lr: float = 2e-5, loss_lr: float | None = None, warmup_ratio: float = 0.1, weight_decay: float = 0.01,
+    max_grad_norm: float = 1.0, grad_accum_steps: int = 1, precision: str = "auto", max_length: int | None = None,
+    evaluator: Callable[[nn.Module], dict] | None = None, metric: str | None = None, greater_is_better: bool = True,
+    eval_every: int | None = None, restore_best: bool = True,
+    output_dir: str | Path | None = None, checkpoint_every: int | None = None, resume: bool = False,
+    num_workers: int | None = None, log_every: int | None = None, seed: int = 42,
+    device: str | torch.device | None = None, show_progress: bool = True, live_plot: bool | None = None,
     on_step: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
     """Train `model` with `loss` on `train_dataset`; return the history and the best evaluation.
@@ -238,10 +206,7 @@ def fit(
     the batches of all processes together, and only rank 0 shows progress and writes to ``output_dir``
     (the evaluator runs in every process: same weights, same result).
     """
-    if (steps is None) == (epochs is None):
-        raise ValueError("Give exactly one of steps= or epochs= (how long to train).")
-    if grad_accum_steps < 1:
-        raise ValueError(f"grad_accum_steps must be at least 1, got {grad_accum_steps}.")
+    _check_how_long(steps, epochs, grad_accum_steps)
     world = distributed.init_from_env()  # several processes: join them (a single process: nothing happens)
     device = distributed.process_device(pick_device(device), world)
     model.to(device)
@@ -249,18 +214,85 @@ def fit(
     precision = precision_for(device, precision)
     on_gpu = device.type == "cuda"
 
-    batches_of = _EpochBatches(len(train_dataset), batch_sampler, batch_size, seed, world)
+    batches_of = EpochBatches(len(train_dataset), batch_sampler, batch_size, seed, world)
+    total_steps = _total_steps(batches_of, steps, epochs, grad_accum_steps)
+    loader = _loader(train_dataset, model, max_length, num_workers, on_gpu)
+
+    optimizer = _make_optimizer(model, loss, lr, loss_lr, weight_decay, device)
+    scheduler = LambdaLR(optimizer, linear_warmup_decay(int(warmup_ratio * total_steps), total_steps))
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")  # fp16 only (T4); CPU fp16 autocast too
+    result = TrainResult(output_dir=Path(output_dir) if output_dir else None)
+    run = _Run(model, loss, optimizer, scheduler, scaler, result)
+    rng_to_restore = _resume(run, device) if resume else None
+    if not resume and evaluator is not None:
+        result.history.append(_evaluate(evaluator, model, step=0))
+
+    batch_loss = _batch_loss(model, loss, world, device)
+    plot = LivePlot(metric) if world.is_main and (live_plot if live_plot is not None else in_notebook()) else None
+    progress = tqdm(total=total_steps, initial=run.step, desc="train", disable=not show_progress or not world.is_main)
+    log_every = log_every or (10 if on_gpu else 1)
+    recent = torch.zeros(max(1, log_every), device=device)  # losses kept on the device between host syncs
+    batches = _batches(run, batches_of, loader, rng_to_restore)
+    model.train()
+    loss.train()
+    started = time.perf_counter()
+    try:
+        while run.step < total_steps:
+            _train_step(run, batches, batch_loss, recent, device=device, precision=precision,
+                        grad_accum_steps=grad_accum_steps, max_grad_norm=max_grad_norm)
+            run.step += 1
+            progress.update(1)
+            if run.step % log_every == 0 or run.step == total_steps:
+                _log_losses(run, recent, log_every, on_step, progress)
+            if evaluator is not None and (run.step == total_steps or (eval_every and run.step % eval_every == 0)):
+                _evaluate_and_keep_best(run, evaluator, metric, greater_is_better)
+            if plot is not None and (run.step % max(1, log_every) == 0 or run.step == total_steps):
+                plot.update(result.history)
+            if checkpoint_every and run.step % checkpoint_every == 0:
+                _save_checkpoint(run, world)
+    except KeyboardInterrupt:
+        result.interrupted = True
+        print(f"Interrupted at step {run.step}: saving what was trained so far.")
+    finally:
+        progress.close()
+    result.steps = run.step
+    _save_checkpoint(run, world)
+    _save_model(run, restore_best, world)
+    distributed.barrier()  # several processes: none returns before rank 0 has written the model
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _check_how_long(steps: int | None, epochs: int | None, grad_accum_steps: int) -> None:
+    if (steps is None) == (epochs is None):
+        raise ValueError("Give exactly one of steps= or epochs= (how long to train).")
+    if grad_accum_steps < 1:
+        raise ValueError(f"grad_accum_steps must be at least 1, got {grad_accum_steps}.")
+
+
+def _total_steps(batches_of: EpochBatches, steps: int | None, epochs: int | None, grad_accum_steps: int) -> int:
+    """`steps`, or the optimizer steps in `epochs` passes over the batches; refuses an epoch too short for one step."""
     batches_per_epoch = len(batches_of(0))
     if batches_per_epoch < grad_accum_steps:
         raise ValueError(
             f"One epoch has {batches_per_epoch} batches, fewer than grad_accum_steps={grad_accum_steps}: "
             "use more data, smaller batches or less accumulation."
         )
-    total_steps = steps if steps is not None else epochs * (batches_per_epoch // grad_accum_steps)
+    return steps if steps is not None else epochs * (batches_per_epoch // grad_accum_steps)
+
+
+def _loader(dataset: Dataset, model: nn.Module, max_length: int | None, num_workers: int | None,
+            on_gpu: bool) -> Callable[..., DataLoader]:
+    """`loader(batch_sampler=...)`: a DataLoader that tokenizes each batch with dynamic padding (`Collate`)."""
     collate = Collate(model.tokenizer, max_length=max_length or getattr(model, "max_seq_length", 128))
     if num_workers is None:
         num_workers = 2 if on_gpu else 0  # on a 2-core CPU the main process is busy with the model
+    return partial(DataLoader, dataset, collate_fn=collate, num_workers=num_workers, pin_memory=on_gpu)
 
+
+def _make_optimizer(model: nn.Module, loss: nn.Module, lr: float, loss_lr: float | None, weight_decay: float,
+                    device: torch.device) -> torch.optim.AdamW:
+    """AdamW over the model's trainable weights and the loss's own (at `loss_lr`, default `lr`)."""
     model_params = [p for p in model.parameters() if p.requires_grad]
     # A loss that runs the model (GradCache) holds it as a submodule: its weights are trained once, as the model's.
     in_model = {id(p) for p in model_params}
@@ -268,150 +300,116 @@ def fit(
     groups = [{"params": model_params}]
     if loss_params:
         groups.append({"params": loss_params, "lr": loss_lr or lr})
-    optimizer = adamw(groups, lr=lr, weight_decay=weight_decay, device=device)
-    warmup = int(warmup_ratio * total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay(warmup, total_steps))
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")  # fp16 only (T4); CPU fp16 autocast too
-
-    result = TrainResult(output_dir=Path(output_dir) if output_dir else None)
-    best_state = None
-    step, epoch, batch_in_epoch = 0, 0, 0
-    checkpoint_path = result.output_dir / CHECKPOINT_FILE if result.output_dir else None
-    rng_to_restore = None
-    if resume:
-        if checkpoint_path is None or not checkpoint_path.exists():
-            raise FileNotFoundError(f"resume=True but there is no checkpoint at {checkpoint_path}: train without resume.")
-        saved = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        model.load_state_dict(saved["model"])
-        loss.load_state_dict(saved["loss"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        scaler.load_state_dict(saved["scaler"])
-        step, epoch, batch_in_epoch = saved["step"], saved["epoch"], saved["batch_in_epoch"]
-        result.history, result.best_metric, result.best_step = saved["history"], saved["best_metric"], saved["best_step"]
-        best_state = saved.get("best_state")
-        rng_to_restore = saved["rng"]
-    elif evaluator is not None:
-        result.history.append(_evaluate(evaluator, model, step=0))
-
-    def save_checkpoint() -> None:
-        if checkpoint_path is None or not world.is_main:  # several processes: rank 0 writes for all
-            return
-        checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = checkpoint_path.with_suffix(".tmp")
-        torch.save(
-            {
-                "model": model.state_dict(), "loss": loss.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "step": step, "epoch": epoch,
-                "batch_in_epoch": batch_in_epoch, "history": result.history, "best_metric": result.best_metric,
-                "best_step": result.best_step, "best_state": best_state, "rng": _rng_state(),
-            },
-            tmp,
-        )
-        tmp.replace(checkpoint_path)  # atomic: a crash mid-write never corrupts the previous checkpoint
-
-    from tqdm.auto import tqdm
-
-    # Several processes: model + loss in one DDP module whose loss sees the batches of all processes.
-    batch_loss = (distributed.data_parallel(model, loss, compute_loss, device) if world.is_distributed
-                  else partial(compute_loss, model, loss))
-    plot = _LivePlot(metric) if world.is_main and (live_plot if live_plot is not None else _in_notebook()) else None
-    progress = tqdm(total=total_steps, initial=step, desc="train", disable=not show_progress or not world.is_main)
-    log_every = log_every or (10 if on_gpu else 1)
-    recent = torch.zeros(max(1, log_every), device=device)  # losses kept on the device between host syncs
-    model.train()
-    loss.train()
-    started = time.perf_counter()
-    try:
-        while step < total_steps:
-            loader = DataLoader(
-                train_dataset,
-                batch_sampler=batches_of(epoch)[batch_in_epoch:],
-                collate_fn=collate,
-                num_workers=num_workers,
-                pin_memory=on_gpu,
-            )
-            batches = iter(loader)
-            if rng_to_restore is not None:  # only now: starting the loader's iterator draws from the RNG
-                _set_rng_state(rng_to_restore)
-                rng_to_restore = None
-            for features, labels in batches:
-                features = to_device(features, device, non_blocking=on_gpu)
-                labels = to_device(labels, device, non_blocking=on_gpu)
-                ends_a_step = (batch_in_epoch + 1) % grad_accum_steps == 0
-                with nullcontext() if ends_a_step else distributed.no_gradient_sync(batch_loss):
-                    with autocast(device, precision):
-                        value = batch_loss(features, labels)
-                    scaler.scale(value / grad_accum_steps).backward()
-                batch_in_epoch += 1
-                recent[step % len(recent)] += value.detach().float() / grad_accum_steps
-                if batch_in_epoch % grad_accum_steps:
-                    continue
-
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], max_grad_norm)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
-                step += 1
-                progress.update(1)
-
-                if step % log_every == 0 or step == total_steps:
-                    values = recent.tolist()[: (step - 1) % log_every + 1]  # the one host sync
-                    recent.zero_()
-                    _check_finite(values, step, loss)
-                    for offset, v in enumerate(values):
-                        result.history.append({"step": step - len(values) + 1 + offset, "loss": v})
-                        if on_step:
-                            on_step(step - len(values) + 1 + offset, v)
-                    progress.set_postfix(loss=f"{values[-1]:.4f}")
-                if evaluator is not None and (step == total_steps or (eval_every and step % eval_every == 0)):
-                    row = _evaluate(evaluator, model, step)
-                    result.history.append(row)
-                    best_state = _keep_if_best(row, result, metric, greater_is_better, model, best_state)
-                    model.train()
-                if plot is not None and (step % max(1, log_every) == 0 or step == total_steps):
-                    plot.update(result.history)
-                if checkpoint_every and step % checkpoint_every == 0:
-                    save_checkpoint()
-                if step >= total_steps:
-                    break
-            else:
-                epoch, batch_in_epoch = epoch + 1, 0
-    except KeyboardInterrupt:
-        result.interrupted = True
-        print(f"Interrupted at step {step}: saving what was trained so far.")
-    finally:
-        progress.close()
-    result.steps = step
-    save_checkpoint()
-    if restore_best and best_state is not None:
-        model.load_state_dict(best_state)
-    if result.output_dir is not None and world.is_main:
-        model.save(result.output_dir / "model")
-    distributed.barrier()  # several processes: none returns before rank 0 has written the model
-    result.seconds = time.perf_counter() - started
-    return result
+    return adamw(groups, lr=lr, weight_decay=weight_decay, device=device)
 
 
-def _evaluate(evaluator, model, step: int) -> dict:
-    model.eval()
-    with torch.no_grad():
-        metrics = evaluator(model)
-    return {"step": step, **{k: float(v) for k, v in metrics.items()}}
+@dataclass
+class _Run:
+    """Where a training run is: what a checkpoint saves, and what the step and its hooks move on."""
+
+    model: nn.Module
+    loss: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    result: TrainResult
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best_state: dict | None = None
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.result.output_dir / CHECKPOINT_FILE if self.result.output_dir else None
+
+    def parts(self) -> dict:
+        return {"model": self.model, "loss": self.loss, "optimizer": self.optimizer, "scheduler": self.scheduler,
+                "scaler": self.scaler}
 
 
-def _keep_if_best(row: dict, result: TrainResult, metric: str | None, greater_is_better: bool, model, best_state):
-    name = metric or next(k for k in row if k != "step")
-    if name not in row:
-        raise KeyError(f"metric={name!r} is not among the evaluator's results {sorted(k for k in row if k != 'step')}.")
-    value = row[name]
-    better = result.best_metric is None or (value > result.best_metric if greater_is_better else value < result.best_metric)
-    if better:
-        result.best_metric, result.best_step = value, row["step"]
-        return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-    return best_state
+def _save_checkpoint(run: _Run, world: World) -> None:
+    if run.checkpoint_path is None or not world.is_main:  # several processes: rank 0 writes for all
+        return
+    save_checkpoint(run.checkpoint_path, run.parts(), step=run.step, epoch=run.epoch, batch_in_epoch=run.batch_in_epoch,
+                    history=run.result.history, best_metric=run.result.best_metric, best_step=run.result.best_step,
+                    best_state=run.best_state)
+
+
+def _resume(run: _Run, device: torch.device) -> dict:
+    """Load `run`'s checkpoint into it; return the RNG states, to restore once the data loader has started."""
+    path = run.checkpoint_path
+    if path is None or not path.exists():
+        raise FileNotFoundError(f"resume=True but there is no checkpoint at {path}: train without resume.")
+    saved = load_checkpoint(path, run.parts(), device)
+    run.step, run.epoch, run.batch_in_epoch = saved["step"], saved["epoch"], saved["batch_in_epoch"]
+    result = run.result
+    result.history, result.best_metric, result.best_step = saved["history"], saved["best_metric"], saved["best_step"]
+    run.best_state = saved.get("best_state")
+    return saved["rng"]
+
+
+def _batch_loss(model: nn.Module, loss: nn.Module, world: World, device: torch.device) -> Callable:
+    """`batch_loss(features, labels)`: `compute_loss` with this model and loss."""
+    if world.is_distributed:  # several processes: model + loss in one DDP module whose loss sees all their batches
+        return distributed.data_parallel(model, loss, compute_loss, device)
+    return partial(compute_loss, model, loss)
+
+
+def _batches(run: _Run, batches_of: EpochBatches, loader: Callable[..., DataLoader], rng_to_restore: dict | None):
+    """The training batches, epoch after epoch, from `run`'s position on (a resumed run skips the ones done).
+
+    `_train_step` counts `run.batch_in_epoch`; this moves `run.epoch` on when an epoch's batches run out.
+    """
+    while True:
+        batches = iter(loader(batch_sampler=batches_of(run.epoch)[run.batch_in_epoch:]))
+        if rng_to_restore is not None:  # only now: starting the loader's iterator draws from the RNG
+            set_rng_state(rng_to_restore)
+            rng_to_restore = None
+        yield from batches
+        run.epoch, run.batch_in_epoch = run.epoch + 1, 0
+
+
+def _train_step(run: _Run, batches: Iterator, batch_loss: Callable, recent: torch.Tensor, *, device: torch.device,
+                precision: str, grad_accum_steps: int, max_grad_norm: float) -> None:
+    """One optimizer step: forward (under autocast) and backward on batches until `grad_accum_steps` of them
+    have been summed (an epoch's leftover batches count in the next step), then clip the gradient norm and
+    step the optimizer, the gradient scaler and the learning-rate schedule.
+
+    The loss of each batch is added, on the device, to `recent[run.step % len(recent)]`.
+    """
+    on_gpu = device.type == "cuda"
+    for features, labels in batches:
+        features = to_device(features, device, non_blocking=on_gpu)
+        labels = to_device(labels, device, non_blocking=on_gpu)
+        ends_a_step = (run.batch_in_epoch + 1) % grad_accum_steps == 0
+        # Several processes: gradients are averaged across them once per step, on the batch that ends it.
+        with nullcontext() if ends_a_step else distributed.no_gradient_sync(batch_loss):
+            with autocast(device, precision):
+                value = batch_loss(features, labels)
+            run.scaler.scale(value / grad_accum_steps).backward()
+        run.batch_in_epoch += 1
+        recent[run.step % len(recent)] += value.detach().float() / grad_accum_steps
+        if ends_a_step:
+            break
+    run.scaler.unscale_(run.optimizer)  # clip the true gradients, not the fp16-scaled ones
+    torch.nn.utils.clip_grad_norm_([p for g in run.optimizer.param_groups for p in g["params"]], max_grad_norm)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scheduler.step()
+
+
+def _log_losses(run: _Run, recent: torch.Tensor, log_every: int, on_step, progress) -> None:
+    """Read the losses since the last log back from the device (the one host sync), check them, record them."""
+    values = recent.tolist()[: (run.step - 1) % log_every + 1]
+    recent.zero_()
+    _check_finite(values, run.step, run.loss)
+    first = run.step - len(values) + 1
+    for offset, v in enumerate(values):
+        run.result.history.append({"step": first + offset, "loss": v})
+        if on_step:
+            on_step(first + offset, v)
+    progress.set_postfix(loss=f"{values[-1]:.4f}")
 
 
 def _check_finite(values: Sequence[float], step: int, loss: nn.Module) -> None:
@@ -425,40 +423,30 @@ def _check_finite(values: Sequence[float], step: int, loss: nn.Module) -> None:
             )
 
 
-def _in_notebook() -> bool:
-    try:
-        from IPython import get_ipython
-
-        return get_ipython() is not None and "IPKernelApp" in get_ipython().config
-    except ImportError:
-        return False
+def _evaluate(evaluator, model, step: int) -> dict:
+    model.eval()
+    with torch.no_grad():
+        metrics = evaluator(model)
+    return {"step": step, **{k: float(v) for k, v in metrics.items()}}
 
 
-class _LivePlot:
-    """A loss (and metric) curve redrawn in place in a notebook while training runs."""
+def _evaluate_and_keep_best(run: _Run, evaluator, metric: str | None, greater_is_better: bool) -> None:
+    """Evaluate, record the row, and keep a CPU copy of the weights if they are the best so far."""
+    row = _evaluate(evaluator, run.model, run.step)
+    run.result.history.append(row)
+    name = metric or next(k for k in row if k != "step")
+    if name not in row:
+        raise KeyError(f"metric={name!r} is not among the evaluator's results {sorted(k for k in row if k != 'step')}.")
+    value, best = row[name], run.result.best_metric
+    if best is None or (value > best if greater_is_better else value < best):
+        run.result.best_metric, run.result.best_step = value, row["step"]
+        run.best_state = {k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()}
+    run.model.train()
 
-    def __init__(self, metric: str | None):
-        from IPython.display import display
-        import matplotlib.pyplot as plt
 
-        self.metric = metric
-        self.fig, self.ax = plt.subplots(figsize=(6, 3))
-        plt.close(self.fig)  # shown through the display handle only, not again at the end of the cell
-        self.handle = display(self.fig, display_id=True)
-
-    def update(self, history: list[dict]) -> None:
-        losses = [(r["step"], r["loss"]) for r in history if "loss" in r]
-        evals = [r for r in history if "loss" not in r]
-        self.ax.clear()
-        if losses:
-            self.ax.plot(*zip(*losses), label="train loss", lw=1)
-        self.ax.set_xlabel("step")
-        self.ax.legend(loc="upper left")
-        if evals:
-            name = self.metric or next(k for k in evals[0] if k != "step")
-            if not hasattr(self, "ax2"):
-                self.ax2 = self.ax.twinx()
-            self.ax2.clear()
-            self.ax2.plot([r["step"] for r in evals], [r[name] for r in evals], "o-", color="C1", label=f"dev {name}")
-            self.ax2.legend(loc="upper right")
-        self.handle.update(self.fig)
+def _save_model(run: _Run, restore_best: bool, world: World) -> None:
+    """Put the best evaluation's weights back (with `restore_best`); save the model to `output_dir`/model."""
+    if restore_best and run.best_state is not None:
+        run.model.load_state_dict(run.best_state)
+    if run.result.output_dir is not None and world.is_main:  # several processes: rank 0 writes for all
+        run.model.save(run.result.output_dir / "model")

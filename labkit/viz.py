@@ -2,7 +2,8 @@
 
 Every function returns a matplotlib `Figure` (Jupyter shows it when it is the last value of a cell; elsewhere
 call `fig.savefig(...)`). Figures are closed in pyplot right away, so they are shown once and many of them
-do not pile up in memory; pass `ax=` to draw into a figure of your own instead.
+do not pile up in memory; pass `ax=` to draw into a figure of your own instead. The one exception is
+`LivePlot`, the loss curve `labkit.train.fit` redraws in place in a notebook while it trains.
 
 A 2-D map is a picture, not a measurement: UMAP distorts distances and differs between machines even with a
 seed. The numbers worth quoting (`labkit.evaluate.cluster_quality`) are computed in the original space and
@@ -25,7 +26,7 @@ from labkit.evaluate import _as_embeddings, cluster_quality, separation_summary
 
 __all__ = [
     "pca_2d", "umap_2d", "plot_clusters", "plot_before_after", "plot_loss_curves", "plot_distance_heatmap",
-    "plot_similarity_histograms",
+    "plot_similarity_histograms", "LivePlot", "in_notebook",
 ]
 
 # Columns of a training history that are not curves to draw.
@@ -319,3 +320,46 @@ def plot_similarity_histograms(
     if title:
         ax.set_title(title)
     return fig
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (where `LivePlot` can redraw a cell's output), False in a script or a shell."""
+    try:
+        from IPython import get_ipython
+
+        return get_ipython() is not None and "IPKernelApp" in get_ipython().config
+    except ImportError:
+        return False
+
+
+class LivePlot:
+    """A loss (and metric) curve redrawn in place in a notebook while training runs (`labkit.train.fit` makes one).
+
+    `update(history)` redraws it from a training history: the rows with a "loss", and the evaluations' `metric`
+    (default: their first value) on a second axis.
+    """
+
+    def __init__(self, metric: str | None):
+        from IPython.display import display
+
+        self.metric = metric
+        self.fig, self.ax = plt.subplots(figsize=(6, 3))
+        plt.close(self.fig)  # shown through the display handle only, not again at the end of the cell
+        self.handle = display(self.fig, display_id=True)
+
+    def update(self, history: list[dict]) -> None:
+        losses = [(r["step"], r["loss"]) for r in history if "loss" in r]
+        evals = [r for r in history if "loss" not in r]
+        self.ax.clear()
+        if losses:
+            self.ax.plot(*zip(*losses), label="train loss", lw=1)
+        self.ax.set_xlabel("step")
+        self.ax.legend(loc="upper left")
+        if evals:
+            name = self.metric or next(k for k in evals[0] if k != "step")
+            if not hasattr(self, "ax2"):
+                self.ax2 = self.ax.twinx()
+            self.ax2.clear()
+            self.ax2.plot([r["step"] for r in evals], [r[name] for r in evals], "o-", color="C1", label=f"dev {name}")
+            self.ax2.legend(loc="upper right")
+        self.handle.update(self.fig)

@@ -28,7 +28,7 @@ from labkit import distributed
 from labkit import losses as L
 from labkit.sampling import FixedBatchSampler, NoDuplicatesBatchSampler, PKBatchSampler
 from labkit.collate import PairDataset, TextDataset
-from labkit.train import _EpochBatches, compute_loss, fit
+from labkit.train import EpochBatches, compute_loss, fit
 
 WORLD_SIZE = 2
 ROWS_PER_RANK = 4
@@ -303,8 +303,8 @@ def test_no_duplicates_sampler_shares_duplicate_free_global_batches():
 
 
 def test_shuffled_batches_without_a_sampler_are_shared_too():
-    shares = [_EpochBatches(50, None, 4, seed=5, world=distributed.World(rank=r, size=2))(0) for r in range(2)]
-    one_process = _EpochBatches(50, None, 8, seed=5)(0)
+    shares = [EpochBatches(50, None, 4, seed=5, world=distributed.World(rank=r, size=2))(0) for r in range(2)]
+    one_process = EpochBatches(50, None, 8, seed=5)(0)
     assert len(shares[0]) == len(shares[1]) == len(one_process) == 6
     assert [a + b for a, b in zip(*shares)] == one_process
 
