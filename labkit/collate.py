@@ -12,7 +12,17 @@ from typing import Sequence
 import torch
 from torch.utils.data import Dataset
 
-from labkit.model import check_texts
+from labkit.validation import check_texts
+
+
+def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
+    """Tokenize a batch of texts into CPU tensors, padded to the batch's longest text, cut at `max_length` tokens.
+
+    The one tokenizer call of labkit: the training batches (`Collate`) and `EmbeddingModel.tokenize` /
+    `encode` both go through it, so a text becomes the same token ids and attention mask either way.
+    Returns a plain dict (``input_ids``, ``attention_mask``, and ``token_type_ids`` for BERT-style models).
+    """
+    return dict(tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"))
 
 
 class TextDataset(Dataset):
@@ -70,9 +80,8 @@ class Collate:
         self.max_length = max_length
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        return dict(
-            self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-        )
+        """One text column of a batch, through the module's `tokenize` with this collate's tokenizer and length."""
+        return tokenize(self.tokenizer, texts, self.max_length)
 
     def __call__(self, rows):
         texts, labels = zip(*rows)

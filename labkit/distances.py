@@ -1,4 +1,8 @@
-"""Distances between embeddings, with gradients that never turn into NaN.
+"""Distances and similarities between embeddings, with gradients that never turn into NaN.
+
+Every distance and every cosine similarity in labkit is computed here: the losses, `labkit.evaluate`
+and the course call these functions, so there is one matrix cosine and one row-by-row cosine (rows
+L2-normalised with `F.normalize`, which clamps tiny norms: an all-zero row has similarity 0, not NaN).
 
 Two shapes of question:
 
@@ -22,6 +26,17 @@ written for it reads the same:
 
 Notebooks can also pass strings: "euclidean", "squared_euclidean", "cosine", "manhattan".
 
+Similarities (larger = more alike), in the same two shapes:
+
+* labkit's names, on checked tensors: ``cosine_similarity(x, y)`` (matrix; ``cosine_distance`` is 1 minus
+  it) and ``paired_cosine_similarity(a, b)`` (row by row);
+* sentence-transformers' names (``sentence_transformers.util``), which also take lists, arrays and a
+  single vector: ``cos_sim`` / ``dot_score`` (matrix) and ``pairwise_cos_sim`` / ``pairwise_dot_score`` /
+  ``pairwise_angle_sim`` (row by row: AnglE's cosine-plus-sine). The in-batch-negatives losses (MNRL)
+  score every anchor against every candidate with ``cos_sim``; CoSENT and AnglE score each labelled pair.
+  ``cos_sim`` and ``cosine_similarity`` are two names over the same kernel, as are ``pairwise_cos_sim``
+  and ``paired_cosine_similarity``: same values, bit for bit.
+
 Numerical note (a deliberate difference with sentence-transformers): the matrix form computes
 ||x - y||^2 = ||x||^2 - 2<x, y> + ||y||^2 with one matrix product, as sentence-transformers does. In float32
 that expansion loses digits when the embeddings share a large common component (transformer embeddings
@@ -31,7 +46,8 @@ do: they are anisotropic) or are nearly identical: embeddings of norm ~20 that a
 those of sentence-transformers up to rounding, only more accurate (identical rows give exactly 0). The
 row-by-row forms subtract first and are exact.
 
-Taught in notebooks/05_triplet_losses.ipynb.
+Taught in notebooks/05_triplet_losses.ipynb (distances), notebooks/06_similarity_losses.ipynb and
+notebooks/07_in_batch_negatives.ipynb (similarities).
 """
 from __future__ import annotations
 
@@ -191,9 +207,16 @@ def _euclidean_matrix(x: Tensor) -> Tensor:
     return safe_sqrt(squared) if squared.requires_grad else squared.sqrt_()
 
 
+def _cosine_similarity_matrix(x: Tensor, y: Optional[Tensor] = None) -> Tensor:
+    # The one matrix cosine: rows L2-normalised (F.normalize clamps norms below 1e-12, so an all-zero row
+    # gives 0, not NaN), then one matrix product. With y=None the rows are normalised once and reused.
+    x_unit = F.normalize(x, p=2, dim=-1)
+    y_unit = x_unit if y is None else F.normalize(y, p=2, dim=-1)
+    return x_unit @ y_unit.t()
+
+
 def _cosine_distance_matrix(x: Tensor) -> Tensor:
-    unit = F.normalize(x, p=2, dim=-1)
-    similarity = unit @ unit.t()
+    similarity = _cosine_similarity_matrix(x)
     return 1 - similarity if similarity.requires_grad else similarity.neg_().add_(1)
 
 
@@ -213,6 +236,7 @@ def _paired_euclidean(a: Tensor, b: Tensor) -> Tensor:
 
 
 def _paired_cosine_similarity(a: Tensor, b: Tensor) -> Tensor:
+    # The one row-by-row cosine: both rows L2-normalised (all-zero rows give 0), multiplied, summed.
     return (F.normalize(a, p=2, dim=-1) * F.normalize(b, p=2, dim=-1)).sum(-1)
 
 
@@ -267,10 +291,7 @@ def cosine_similarity(x: Tensor, y: Optional[Tensor] = None) -> Tensor:
     Rows are L2-normalised first; `F.normalize` clamps norms below 1e-12, so an all-zero row gives
     similarity 0 and finite gradients instead of NaN.
     """
-    x = _as_float_matrix(x, "x")
-    x_unit = F.normalize(x, p=2, dim=-1)
-    y_unit = x_unit if y is None else F.normalize(_as_float_matrix(y, "y"), p=2, dim=-1)
-    return x_unit @ y_unit.t()
+    return _cosine_similarity_matrix(_as_float_matrix(x, "x"), None if y is None else _as_float_matrix(y, "y"))
 
 
 def cosine_distance(x: Tensor, y: Optional[Tensor] = None) -> Tensor:
@@ -457,8 +478,7 @@ def _as_matrix(x) -> Tensor:
 
 def cos_sim(a, b) -> Tensor:
     """Cosine similarity of every row of `a` with every row of `b`: shape (len(a), len(b))."""
-    a, b = _as_matrix(a), _as_matrix(b)
-    return F.normalize(a, p=2, dim=-1) @ F.normalize(b, p=2, dim=-1).T
+    return _cosine_similarity_matrix(_as_matrix(a), _as_matrix(b))
 
 
 def dot_score(a, b) -> Tensor:
@@ -469,8 +489,7 @@ def dot_score(a, b) -> Tensor:
 
 def pairwise_cos_sim(a, b) -> Tensor:
     """Cosine similarity of row i of `a` with row i of `b`: shape (len(a),)."""
-    a, b = _as_matrix(a), _as_matrix(b)
-    return pairwise_dot_score(F.normalize(a, p=2, dim=-1), F.normalize(b, p=2, dim=-1))
+    return _paired_cosine_similarity(_as_matrix(a), _as_matrix(b))
 
 
 def pairwise_dot_score(a, b) -> Tensor:

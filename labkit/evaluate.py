@@ -2,7 +2,8 @@
 
 Everything here works on embeddings (NumPy arrays, tensors or lists; one row per text) plus labels or gold
 scores, so the same numbers come out whatever model produced them. Similarity is always cosine: rows are
-L2-normalised first. A few thin wrappers (`evaluate_retrieval`, `evaluate_sts`, `evaluate_triplets`) take an
+L2-normalised first (by `labkit.distances`, the one place cosine is computed). Inputs are checked by
+`labkit.validation`, whose errors say what was wrong. A few thin wrappers (`evaluate_retrieval`, `evaluate_sts`, `evaluate_triplets`) take an
 `EmbeddingModel` and texts, encode once, and call the embedding-level function.
 
 The definitions are those of the libraries people compare against:
@@ -28,92 +29,49 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import pearsonr, rankdata, spearmanr
 
+from labkit.distances import (
+    cosine_similarity,
+    paired_cosine_similarity,
+    paired_euclidean_distance,
+    paired_manhattan_distance,
+    pairwise_dot_score,
+)
+from labkit.validation import (
+    as_binary_labels, as_embeddings, as_gold_scores, check_same_length, label_codes, require_two_classes,
+)
+
 __all__ = [
     "retrieval_metrics", "sts_correlation", "triplet_accuracy", "pair_classification",
     "best_accuracy_threshold", "best_f1_threshold", "similarity_distributions", "separation_summary",
-    "cluster_quality", "evaluate_retrieval", "evaluate_sts", "evaluate_triplets",
+    "cluster_quality", "evaluate_retrieval", "evaluate_sts", "evaluate_triplets", "ranked_neighbours",
 ]
 
 TRIPLET_SIMILARITIES = ("cosine", "dot", "euclidean", "manhattan")
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Input checks: one place that turns arrays/tensors/lists into what the metrics need, or says what is wrong.
+# Row-by-row cosine of two checked embedding columns
 # --------------------------------------------------------------------------------------------------------------
-def _as_embeddings(x, name: str = "embeddings") -> torch.Tensor:
-    """A (N, D) float32 CPU tensor without gradients; refuses empty, 1-D/3-D and non-finite input."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu()
-    else:
-        x = torch.as_tensor(np.asarray(x))
-    if x.dim() != 2:
-        raise ValueError(f"{name} must be a 2-D array of shape (num_texts, dim), got shape {tuple(x.shape)}.")
-    if len(x) == 0:
-        raise ValueError(f"{name} is empty: pass at least one embedding.")
-    x = x.float()
-    if not torch.isfinite(x).all():
-        bad = int((~torch.isfinite(x)).any(dim=1).sum())
-        raise ValueError(
-            f"{name} contains NaN or infinite values in {bad} row(s): the model diverged or the input was "
-            "corrupted. Check the training loss and the learning rate, or drop those rows."
-        )
-    return x
-
-
-def _label_codes(labels, n: int, name: str = "labels") -> np.ndarray:
-    """Class labels of any hashable type (ints, strings) as integer codes 0..C-1."""
-    if isinstance(labels, torch.Tensor):
-        labels = labels.detach().cpu().numpy()
-    labels = np.asarray(labels)
-    if labels.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (one label per embedding), got shape {labels.shape}.")
-    if len(labels) != n:
-        raise ValueError(f"Got {n} embeddings but {len(labels)} {name}: pass one label per embedding.")
-    if labels.dtype.kind == "f" and np.isnan(labels).any():
-        raise ValueError(f"{name} contains NaN: drop unlabelled rows first.")
-    return np.unique(labels, return_inverse=True)[1].reshape(-1).astype(np.int64)
-
-
-def _require_two_classes(codes: np.ndarray) -> None:
-    if codes.max(initial=-1) < 1:
-        raise ValueError(
-            "These metrics compare classes, but all labels are the same class: pass at least 2 classes."
-        )
-
-
-def _gold_scores(scores, n: int, name: str = "scores") -> np.ndarray:
-    if isinstance(scores, torch.Tensor):
-        scores = scores.detach().cpu().numpy()
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    if len(scores) != n:
-        raise ValueError(f"Got {n} pairs but {len(scores)} {name}: pass one score per pair.")
-    if not np.isfinite(scores).all():
-        raise ValueError(f"{name} contains NaN or infinite values: drop those pairs first.")
-    return scores
-
-
-def _same_length(*arrays: tuple[str, int]) -> None:
-    lengths = {name: n for name, n in arrays}
-    if len(set(lengths.values())) > 1:
-        raise ValueError(f"Lengths differ: {lengths}. Pass one row per pair/triplet in each argument.")
-
-
 def _pairwise_cosine(a, b, names=("embeddings1", "embeddings2")) -> torch.Tensor:
-    a, b = _as_embeddings(a, names[0]), _as_embeddings(b, names[1])
-    _same_length((names[0], len(a)), (names[1], len(b)))
+    a, b = as_embeddings(a, names[0]), as_embeddings(b, names[1])
+    check_same_length((names[0], len(a)), (names[1], len(b)))
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"{names[0]} has dimension {a.shape[1]} but {names[1]} has {b.shape[1]}.")
-    # F.normalize clamps tiny norms, so an all-zero row gives similarity 0 rather than NaN (as in ST).
-    return (F.normalize(a, dim=-1) * F.normalize(b, dim=-1)).sum(dim=-1)
+    # Normalising clamps tiny norms, so an all-zero row gives similarity 0 rather than NaN (as in ST).
+    return paired_cosine_similarity(a, b)
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Retrieval
 # --------------------------------------------------------------------------------------------------------------
-def _ranked_neighbours(normed: torch.Tensor, queries: np.ndarray, depth: int) -> torch.Tensor:
-    """Indices of the `depth` most similar rows for each query row, best first, the query itself left out."""
+def ranked_neighbours(embeddings: torch.Tensor, queries: np.ndarray, depth: int) -> torch.Tensor:
+    """Indices of the `depth` rows most similar (cosine) to each query row, best first, the query itself left out.
+
+    `embeddings` is an (N, D) float tensor (e.g. from `labkit.validation.as_embeddings`), `queries` the
+    row indices to answer (a block of them: memory grows as len(queries) x N). Ties keep `torch.topk`'s order.
+    """
     query_index = torch.as_tensor(queries)
-    sims = normed[query_index] @ normed.T
+    sims = cosine_similarity(embeddings[query_index], embeddings)
     sims[torch.arange(len(query_index)), query_index] = -float("inf")
     return torch.topk(sims, depth, dim=1, largest=True, sorted=True).indices
 
@@ -161,9 +119,9 @@ def retrieval_metrics(
 
     Taught in notebooks/09_training.ipynb.
     """
-    normed = F.normalize(_as_embeddings(embeddings), dim=-1)
-    codes = _label_codes(labels, len(normed))
-    _require_two_classes(codes)
+    x = as_embeddings(embeddings)
+    codes = label_codes(labels, len(x))
+    require_two_classes(codes)
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1:
         raise ValueError(f"ks must be positive integers, e.g. (1, 5, 10); got {ks}.")
@@ -174,7 +132,7 @@ def retrieval_metrics(
     queries = np.flatnonzero(num_relevant > 0)
     if len(queries) == 0:
         raise ValueError("Every class has a single example, so no query has a relevant item to retrieve.")
-    depth = min(len(normed) - 1, max(ks[-1], int(num_relevant.max())))
+    depth = min(len(x) - 1, max(ks[-1], int(num_relevant.max())))
     codes_t = torch.as_tensor(codes)
 
     per_query = {name: np.empty(len(queries)) for name in ["precision_at_1", "r_precision", "map_at_r"]}
@@ -182,7 +140,7 @@ def retrieval_metrics(
     for start in range(0, len(queries), chunk_size):
         block = queries[start : start + chunk_size]
         rows = slice(start, start + len(block))
-        neighbours = _ranked_neighbours(normed, block, depth)
+        neighbours = ranked_neighbours(x, block, depth)
         rel = (codes_t[neighbours] == codes_t[block].unsqueeze(1)).numpy()  # rel[q, i]: i-th result relevant
         R = num_relevant[block]
         within_r = np.arange(depth)[None, :] < R[:, None]
@@ -222,7 +180,7 @@ def sts_correlation(embeddings1, embeddings2, scores) -> dict:
     Taught in notebooks/11_choosing_a_loss.ipynb.
     """
     similarities = _pairwise_cosine(embeddings1, embeddings2).numpy()
-    gold = _gold_scores(scores, len(similarities))
+    gold = as_gold_scores(scores, len(similarities))
     if len(gold) < 2:
         raise ValueError("A correlation needs at least 2 pairs.")
     if np.ptp(gold) == 0:
@@ -236,12 +194,12 @@ def sts_correlation(embeddings1, embeddings2, scores) -> dict:
 def _pairwise_similarity(a: torch.Tensor, b: torch.Tensor, similarity: str) -> torch.Tensor:
     """Row-by-row similarity; distances are negated so that larger always means more similar (as in ST)."""
     if similarity == "cosine":
-        return (F.normalize(a, dim=-1) * F.normalize(b, dim=-1)).sum(dim=-1)
+        return paired_cosine_similarity(a, b)
     if similarity == "dot":
-        return (a * b).sum(dim=-1)
+        return pairwise_dot_score(a, b)
     if similarity == "euclidean":
-        return -torch.linalg.vector_norm(a - b, dim=-1)
-    return -(a - b).abs().sum(dim=-1)
+        return -paired_euclidean_distance(a, b)
+    return -paired_manhattan_distance(a, b)
 
 
 def triplet_accuracy(anchors, positives, negatives, similarity: str = "cosine", margin: float = 0.0) -> float:
@@ -255,10 +213,10 @@ def triplet_accuracy(anchors, positives, negatives, similarity: str = "cosine", 
     """
     if similarity not in TRIPLET_SIMILARITIES:
         raise ValueError(f"Unknown similarity {similarity!r}: use one of {TRIPLET_SIMILARITIES}.")
-    a = _as_embeddings(anchors, "anchors")
-    p = _as_embeddings(positives, "positives")
-    n = _as_embeddings(negatives, "negatives")
-    _same_length(("anchors", len(a)), ("positives", len(p)), ("negatives", len(n)))
+    a = as_embeddings(anchors, "anchors")
+    p = as_embeddings(positives, "positives")
+    n = as_embeddings(negatives, "negatives")
+    check_same_length(("anchors", len(a)), ("positives", len(p)), ("negatives", len(n)))
     if not a.shape[1] == p.shape[1] == n.shape[1]:
         raise ValueError("anchors, positives and negatives must have the same embedding dimension.")
     positive_sims = _pairwise_similarity(a, p, similarity)
@@ -269,17 +227,6 @@ def triplet_accuracy(anchors, positives, negatives, similarity: str = "cosine", 
 # --------------------------------------------------------------------------------------------------------------
 # Pair classification: pick a cosine threshold on dev, report on test.
 # --------------------------------------------------------------------------------------------------------------
-def _binary_labels(labels, n: int, name: str) -> np.ndarray:
-    if isinstance(labels, torch.Tensor):
-        labels = labels.detach().cpu().numpy()
-    labels = np.asarray(labels).reshape(-1)
-    if len(labels) != n:
-        raise ValueError(f"Got {n} pairs but {len(labels)} {name}: pass one label per pair.")
-    if not np.isin(labels, [0, 1]).all():
-        raise ValueError(f"{name} must be 0 (different) or 1 (similar); got values {np.unique(labels)[:5]}.")
-    return labels.astype(np.int64)
-
-
 def _sorted_runs(scores, labels):
     """Scores sorted high to low, their labels, and a mask marking the last item of each run of equal scores.
 
@@ -367,8 +314,8 @@ def pair_classification(
 
     dev_sims = _pairwise_cosine(dev_embeddings1, dev_embeddings2, ("dev_embeddings1", "dev_embeddings2")).numpy()
     test_sims = _pairwise_cosine(test_embeddings1, test_embeddings2, ("test_embeddings1", "test_embeddings2")).numpy()
-    dev_y = _binary_labels(dev_labels, len(dev_sims), "dev_labels")
-    test_y = _binary_labels(test_labels, len(test_sims), "test_labels")
+    dev_y = as_binary_labels(dev_labels, len(dev_sims), "dev_labels")
+    test_y = as_binary_labels(test_labels, len(test_sims), "test_labels")
     dev_accuracy, accuracy_threshold = best_accuracy_threshold(dev_sims, dev_y)
     dev_f1, _, _, f1_threshold = best_f1_threshold(dev_sims, dev_y)
     at_f1_threshold = _classification_scores(test_sims, test_y, f1_threshold)
@@ -421,8 +368,8 @@ def similarity_distributions(embeddings, labels, max_pairs: int = 100_000, seed:
 
     Taught in notebooks/10_clusters.ipynb.
     """
-    normed = F.normalize(_as_embeddings(embeddings), dim=-1)
-    codes = _label_codes(labels, len(normed))
+    x = as_embeddings(embeddings)
+    codes = label_codes(labels, len(x))
     if max_pairs < 1:
         raise ValueError(f"max_pairs must be at least 1, got {max_pairs}.")
     n = len(codes)
@@ -444,9 +391,7 @@ def similarity_distributions(embeddings, labels, max_pairs: int = 100_000, seed:
         _sample_pairs(size[codes] - 1, positive_partner, n, max_pairs, rng),
         _sample_pairs(n - size[codes], negative_partner, n, max_pairs, rng),
     ]
-    return tuple(
-        (normed[torch.as_tensor(i)] * normed[torch.as_tensor(j)]).sum(dim=-1).numpy() for i, j in pairs
-    )
+    return tuple(paired_cosine_similarity(x[torch.as_tensor(i)], x[torch.as_tensor(j)]).numpy() for i, j in pairs)
 
 
 def separation_summary(positive_similarities, negative_similarities, bins: int = 50) -> dict:
@@ -503,9 +448,9 @@ def cluster_quality(embeddings, labels, k: int = 5, sample_size: int | None = 50
     """
     from sklearn.metrics import silhouette_score
 
-    normed = F.normalize(_as_embeddings(embeddings), dim=-1)
-    codes = _label_codes(labels, len(normed))
-    _require_two_classes(codes)
+    x = as_embeddings(embeddings)
+    codes = label_codes(labels, len(x))
+    require_two_classes(codes)
     n = len(codes)
     if n < 3 or codes.max() + 1 >= n:
         raise ValueError("cluster_quality needs more points than classes (some class with 2+ examples).")
@@ -514,7 +459,7 @@ def cluster_quality(embeddings, labels, k: int = 5, sample_size: int | None = 50
     k = min(k, n - 1)
 
     silhouette = silhouette_score(
-        normed.numpy(), codes, metric="cosine",
+        F.normalize(x, dim=-1).numpy(), codes, metric="cosine",  # scored on the unit rows, as always
         sample_size=sample_size if sample_size and sample_size < n else None, random_state=seed,
     )
     # A vote at rank r (0 = nearest) weighs k(k+1) + (k - r): all bonuses together stay below k(k+1), so the
@@ -524,7 +469,7 @@ def cluster_quality(embeddings, labels, k: int = 5, sample_size: int | None = 50
     correct = 0
     for start in range(0, n, 1024):
         block = np.arange(start, min(start + 1024, n))
-        neighbour_codes = codes_t[_ranked_neighbours(normed, block, k)]
+        neighbour_codes = codes_t[ranked_neighbours(x, block, k)]
         votes = torch.zeros(len(block), int(codes.max()) + 1, dtype=torch.int64)
         votes.scatter_add_(1, neighbour_codes, vote_weights.expand(len(block), k).contiguous())
         correct += int((votes.argmax(dim=1) == codes_t[block]).sum())
@@ -540,7 +485,7 @@ def evaluate_retrieval(model, texts, labels, batch_size: int = 64, ks: Sequence[
     Taught in notebooks/09_training.ipynb.
     """
     texts = list(texts)
-    _label_codes(labels, len(texts))  # fail before the slow part
+    label_codes(labels, len(texts))  # fail before the slow part
     embeddings = model.encode(texts, batch_size=batch_size, normalize=True)
     return retrieval_metrics(embeddings, labels, ks=ks)
 
@@ -551,8 +496,8 @@ def evaluate_sts(model, sentences1, sentences2, scores, batch_size: int = 64) ->
     Taught in notebooks/11_choosing_a_loss.ipynb.
     """
     sentences1, sentences2 = list(sentences1), list(sentences2)
-    _same_length(("sentences1", len(sentences1)), ("sentences2", len(sentences2)))
-    _gold_scores(scores, len(sentences1))
+    check_same_length(("sentences1", len(sentences1)), ("sentences2", len(sentences2)))
+    as_gold_scores(scores, len(sentences1))
     embeddings = model.encode(sentences1 + sentences2, batch_size=batch_size)
     return sts_correlation(embeddings[: len(sentences1)], embeddings[len(sentences1) :], scores)
 
@@ -565,7 +510,7 @@ def evaluate_triplets(
     For triplet data (e.g. `labkit.data.snli_triplets`); no notebook uses it yet.
     """
     anchors, positives, negatives = list(anchors), list(positives), list(negatives)
-    _same_length(("anchors", len(anchors)), ("positives", len(positives)), ("negatives", len(negatives)))
+    check_same_length(("anchors", len(anchors)), ("positives", len(positives)), ("negatives", len(negatives)))
     embeddings = model.encode(anchors + positives + negatives, batch_size=batch_size)
     n = len(anchors)
     return triplet_accuracy(embeddings[:n], embeddings[n : 2 * n], embeddings[2 * n :], similarity, margin)

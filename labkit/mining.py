@@ -18,6 +18,7 @@ Mining then chooses, per anchor, from a (B, B) distance matrix ``dist``:
   ``semi_hard_triplets`` (the semi-hard choice as a list of (anchor, positive, negative)) are the raw forms
   the losses call.
 
+Labels are class ids, checked by `labkit.validation.check_class_labels` (integers, one per embedding).
 Every picker returns the chosen *indices* (so a notebook can draw which pairs were chosen), the values,
 and a validity mask for anchors that have nothing to choose. The picks are made from values only: wrap the
 call in ``torch.no_grad()`` and recompute the distances of the chosen pairs with gradient (that is what the
@@ -40,12 +41,12 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import NamedTuple, Optional
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from labkit.validation import check_class_labels
+
 __all__ = [
-    "check_labels",
     "anchor_positive_mask",
     "anchor_negative_mask",
     "label_masks",
@@ -63,38 +64,6 @@ __all__ = [
     "triplet_kinds",
     "count_triplet_kinds",
 ]
-
-
-# ----------------------------------------------------------------------------------------------
-# Labels
-# ----------------------------------------------------------------------------------------------
-def check_labels(labels, batch_size: Optional[int] = None, device: Optional[torch.device] = None) -> Tensor:
-    """Return ``labels`` as a 1-D integer tensor (on ``device``), or raise a clear error.
-
-    Labels are class ids, one per embedding: a tensor (or list / NumPy array) of integers of shape
-    (batch_size,). Floats are refused rather than silently truncated (0.9 and 0.1 would become the same
-    class); a (B, 1) column is refused because broadcasting it would compare the wrong things.
-    """
-    if not isinstance(labels, Tensor):
-        if isinstance(labels, (list, tuple, np.ndarray)):
-            labels = torch.as_tensor(np.asarray(labels))
-        else:
-            raise TypeError(
-                f"labels must be a 1-D integer tensor of class ids (one per embedding), got {type(labels).__name__}."
-            )
-    if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
-        raise TypeError(
-            f"labels must hold integer class ids, got dtype {labels.dtype}. "
-            "Map your classes to integers (e.g. with pandas.factorize) and pass a torch.long tensor."
-        )
-    if labels.dim() != 1:
-        raise ValueError(
-            f"labels must be a 1-D tensor of shape (batch_size,), got shape {tuple(labels.shape)}; "
-            "if it is a column, use labels.view(-1)."
-        )
-    if batch_size is not None and labels.shape[0] != batch_size:
-        raise ValueError(f"expected {batch_size} labels (one per embedding), got {labels.shape[0]}.")
-    return labels if device is None or labels.device == device else labels.to(device)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -120,7 +89,7 @@ def anchor_positive_mask(labels: Tensor) -> Tensor:
 
     The last row is empty: the only example of class 2 has no positive in this batch.
     """
-    labels = check_labels(labels)
+    labels = check_class_labels(labels)
     return _same_label(labels).fill_diagonal_(False)
 
 
@@ -132,13 +101,13 @@ def anchor_negative_mask(labels: Tensor) -> Tensor:
             [0, 0, 1],
             [1, 1, 0]], dtype=torch.int32)
     """
-    labels = check_labels(labels)
+    labels = check_class_labels(labels)
     return ~_same_label(labels)
 
 
 def label_masks(labels: Tensor) -> tuple[Tensor, Tensor]:
     """Both (B, B) masks from one label comparison: ``(anchor_positive_mask, anchor_negative_mask)``."""
-    same_label = _same_label(check_labels(labels))
+    same_label = _same_label(check_class_labels(labels))
     anchor_negative = ~same_label
     return same_label.fill_diagonal_(False), anchor_negative
 
@@ -155,7 +124,7 @@ def valid_triplet_mask(labels: Tensor) -> Tensor:
     >>> valid_triplet_mask(torch.tensor([0, 0, 1])).nonzero().tolist()  # (a, p, n) of every triplet
     [[0, 1, 2], [1, 0, 2]]
     """
-    labels = check_labels(labels)
+    labels = check_class_labels(labels)
     return anchor_positive_mask(labels).unsqueeze(2) & anchor_negative_mask(labels).unsqueeze(1)
 
 
@@ -177,7 +146,7 @@ def _check_dist(dist: Tensor, labels: Tensor) -> Tensor:
     if not isinstance(dist, Tensor) or dist.dim() != 2 or dist.shape[0] != dist.shape[1]:
         shape = tuple(dist.shape) if isinstance(dist, Tensor) else type(dist).__name__
         raise ValueError(f"dist must be a square (B, B) distance matrix, got {shape}.")
-    return check_labels(labels, dist.shape[0], device=dist.device)
+    return check_class_labels(labels, dist.shape[0], device=dist.device)
 
 
 def pick_hardest(dist: Tensor, candidates: Tensor, farthest: bool) -> Pick:

@@ -25,7 +25,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from labkit.collate import tokenize
 from labkit.pooling import POOLING_MODES, l2_normalize, pool
+from labkit.validation import check_texts
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 # Files needed to rebuild an embedding model; weights in safetensors or the older PyTorch format.
@@ -81,13 +83,7 @@ class EmbeddingModel(nn.Module):
     def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, Tensor]:
         """Tokenize with dynamic padding (to the longest text in this batch), on the model's device."""
         check_texts(texts)
-        features = self.tokenizer(
-            list(texts),
-            padding=True,
-            truncation=True,
-            max_length=max_length or self.max_seq_length,
-            return_tensors="pt",
-        )
+        features = tokenize(self.tokenizer, texts, max_length or self.max_seq_length)  # labkit.collate's
         return {name: tensor.to(self.device) for name, tensor in features.items()}
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
@@ -158,26 +154,6 @@ class EmbeddingModel(nn.Module):
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return path
-
-
-def check_texts(texts) -> None:
-    """Refuse input that would silently produce meaningless embeddings."""
-    if isinstance(texts, str):
-        raise TypeError("Expected a list of texts, got a single string: wrap it in a list, e.g. [text].")
-    if len(texts) == 0:
-        raise ValueError("Expected at least one text, got an empty list.")
-    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-    if bad:
-        raise TypeError(
-            f"Every text must be a string; {len(bad)} are not (first at index {bad[0]}: {texts[bad[0]]!r}). "
-            "Convert them with str() or drop those rows."
-        )
-    empty = [i for i, t in enumerate(texts) if not t.strip()]
-    if empty:
-        raise ValueError(
-            f"{len(empty)} text(s) are empty or only whitespace (first at index {empty[0]}): "
-            "drop those rows before encoding."
-        )
 
 
 def _write_sentence_transformers_config(folder: Path, model: EmbeddingModel) -> None:

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from labkit.validation import sampler_class_codes, sampler_label_array
 from labkit.world import current_world
 
 __all__ = [
@@ -46,48 +47,8 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Input checking
+# Input checking (the labels themselves: labkit.validation)
 # ----------------------------------------------------------------------------------------------------------
-def _as_label_array(labels) -> np.ndarray:
-    """Turn labels (list, numpy array, torch tensor, pandas Series) into a 1-D numpy array, checking them."""
-    if isinstance(labels, torch.Tensor):
-        array = labels.detach().cpu().numpy()
-    elif isinstance(labels, (pd.Series, pd.Index)):
-        array = labels.to_numpy()
-    elif isinstance(labels, (str, bytes)) or np.isscalar(labels):
-        raise TypeError(f"labels must be a sequence with one label per example, got a single {type(labels).__name__}.")
-    else:
-        array = np.asarray(labels)
-    if array.ndim != 1:
-        raise ValueError(f"labels must be one-dimensional (one label per example), got shape {array.shape}.")
-    if len(array) == 0:
-        raise ValueError("labels is empty: a sampler needs at least one example.")
-    if array.dtype.kind == "f":
-        if not np.all(np.isfinite(array)):
-            raise ValueError("labels contain NaN or infinity; remove those rows or give them a class.")
-        if not np.all(array == np.round(array)):
-            raise ValueError(
-                "labels look like continuous scores (non-integer floats). These samplers need class labels "
-                "(ints or strings); for similarity scores use a pair loss such as CoSENTLoss with a plain sampler."
-            )
-    elif array.dtype.kind not in "iubUSO":
-        raise TypeError(f"labels must be ints or strings, got dtype {array.dtype}.")
-    return array
-
-
-def _encode_labels(labels) -> tuple[np.ndarray, np.ndarray]:
-    """Map labels to class codes 0..C-1. Returns (codes per example, the class label of each code)."""
-    array = _as_label_array(labels)
-    try:
-        codes, classes = pd.factorize(array, sort=True)
-    except TypeError:  # labels of mixed types (1 and "1") cannot be sorted; keep first-seen order
-        codes, classes = pd.factorize(array, sort=False)
-    if (codes < 0).any():
-        missing = np.flatnonzero(codes < 0)[:5].tolist()
-        raise ValueError(f"labels contain missing values (None/NaN) at positions {missing}; drop those rows first.")
-    return codes.astype(np.int64), np.asarray(classes, dtype=object)
-
-
 def _check_positive_int(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}.")
@@ -235,7 +196,7 @@ class PKBatchSampler(_EpochMixin):
         self.num_replicas, self.rank = _resolve_replicas(num_replicas, rank)
         self.classes_per_batch = self.p * self.num_replicas  # of the global batch, all processes together
 
-        self.class_codes, self.classes = _encode_labels(labels)
+        self.class_codes, self.classes = sampler_class_codes(labels)
         self.class_sizes = np.bincount(self.class_codes, minlength=len(self.classes))
         self._check_class_sizes()
 
@@ -578,7 +539,7 @@ def batch_composition(batches: Sequence[Sequence[int]], labels) -> pd.DataFrame:
 
     Taught in notebooks/02_dataset_and_sampler.ipynb.
     """
-    label_array = _as_label_array(labels)
+    label_array = sampler_label_array(labels)
     sizes = np.array([len(batch) for batch in batches], dtype=np.int64)
     if len(sizes) == 0:
         raise ValueError("batches is empty.")

@@ -22,11 +22,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from labkit.evaluate import _as_embeddings, cluster_quality, separation_summary
+from labkit.evaluate import cluster_quality, separation_summary
+from labkit.validation import as_embeddings
 
 __all__ = [
     "pca_2d", "umap_2d", "plot_clusters", "plot_before_after", "plot_loss_curves", "plot_distance_heatmap",
-    "plot_similarity_histograms", "LivePlot", "in_notebook",
+    "plot_similarity_histograms", "LivePlot", "in_notebook", "project_2d", "quality_caption",
 ]
 
 # Columns of a training history that are not curves to draw.
@@ -57,7 +58,7 @@ def pca_2d(embeddings) -> np.ndarray:
     Deterministic and instant, but linear: clusters that UMAP pulls apart may overlap here.
     Taught in notebooks/10_clusters.ipynb.
     """
-    x = _as_embeddings(embeddings).double()
+    x = as_embeddings(embeddings).double()
     x = (x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)).numpy()
     x = x - x.mean(axis=0)
     _, _, components = np.linalg.svd(x, full_matrices=False)
@@ -78,7 +79,7 @@ def umap_2d(
     Taught in notebooks/10_clusters.ipynb.
     """
     threads = torch.get_num_threads()  # numba (UMAP) resets the thread count it shares with torch: restored below
-    x = _as_embeddings(embeddings).numpy()
+    x = as_embeddings(embeddings).numpy()
     if len(x) < 5:
         print(f"umap_2d: {len(x)} points are too few for UMAP; using PCA instead.")
         return pca_2d(x)
@@ -100,7 +101,8 @@ def umap_2d(
         torch.set_num_threads(threads)  # else training after a map runs on every core (4× slower on a busy CPU)
 
 
-def _project(embeddings, projection: str, seed: int) -> np.ndarray:
+def project_2d(embeddings, projection: str = "umap", seed: int = 0) -> np.ndarray:
+    """An (N, 2) map of the embeddings: `umap_2d` (with `seed`) for projection="umap", `pca_2d` for "pca"."""
     if projection == "umap":
         return umap_2d(embeddings, seed=seed)
     if projection == "pca":
@@ -162,8 +164,9 @@ def plot_clusters(
     return fig
 
 
-def _quality_caption(embeddings, labels) -> str:
-    """The numbers printed under a map; "n/a" when they are undefined (one class, too few points)."""
+def quality_caption(embeddings, labels) -> str:
+    """The numbers printed under a map (cosine silhouette, kNN accuracy from `labkit.evaluate.cluster_quality`,
+    computed in the original space); "n/a" when they are undefined (one class, too few points)."""
     try:
         quality = cluster_quality(embeddings, labels)
     except ValueError:
@@ -183,7 +186,7 @@ def plot_before_after(
 
     Taught in notebooks/10_clusters.ipynb.
     """
-    before, after = _as_embeddings(emb_before, "emb_before"), _as_embeddings(emb_after, "emb_after")
+    before, after = as_embeddings(emb_before, "emb_before"), as_embeddings(emb_after, "emb_after")
     labels = _to_numpy(labels).reshape(-1)
     if not len(before) == len(after) == len(labels):
         raise ValueError(f"Got {len(before)} embeddings before, {len(after)} after and {len(labels)} labels.")
@@ -195,8 +198,8 @@ def plot_before_after(
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), layout="constrained")
     plt.close(fig)
     for ax, embeddings, title in zip(axes, (before, after), titles):
-        plot_clusters(_project(embeddings, projection, seed), labels, label_names, ax=ax, title=title)
-        ax.set_xlabel(_quality_caption(embeddings, labels))
+        plot_clusters(project_2d(embeddings, projection, seed), labels, label_names, ax=ax, title=title)
+        ax.set_xlabel(quality_caption(embeddings, labels))
     return fig
 
 

@@ -7,6 +7,7 @@ import torch
 
 from labkit import mining as M
 from labkit.distances import euclidean_distance
+from labkit.validation import check_class_labels
 from naive_triplets import (
     naive_anchor_negative_mask,
     naive_anchor_positive_mask,
@@ -187,8 +188,8 @@ def test_classify_triplets_boundaries():
 # Labels
 # ----------------------------------------------------------------------------------------------
 def test_labels_from_lists_and_arrays_are_accepted():
-    assert M.check_labels([0, 1, 1]).dtype == torch.long
-    assert M.check_labels(np.array([0, 1, 1], dtype=np.int32)).tolist() == [0, 1, 1]
+    assert check_class_labels([0, 1, 1]).dtype == torch.long
+    assert check_class_labels(np.array([0, 1, 1], dtype=np.int32)).tolist() == [0, 1, 1]
     assert M.anchor_positive_mask([0, 1, 1]).tolist() == naive_anchor_positive_mask([0, 1, 1]).tolist()
 
 
@@ -204,7 +205,7 @@ def test_labels_from_lists_and_arrays_are_accepted():
 )
 def test_bad_labels_are_clear_errors(labels, error, match):
     with pytest.raises(error, match=match):
-        M.check_labels(labels)
+        check_class_labels(labels)
 
 
 def test_wrong_number_of_labels_is_a_clear_error():

@@ -32,6 +32,8 @@ import pandas as pd
 import torch
 from torch.overrides import TorchFunctionMode
 
+from labkit.validation import as_label_array, first_seen_class_codes
+
 __all__ = [
     "triplet_counts",
     "batch_report",
@@ -48,26 +50,8 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Input checking
+# Input checking (the labels themselves: labkit.validation)
 # ----------------------------------------------------------------------------------------------------------
-def _label_codes(labels) -> np.ndarray:
-    """Labels (list, array, tensor, Series; ints or strings) as class codes 0..C-1."""
-    if isinstance(labels, torch.Tensor):
-        labels = labels.detach().cpu().numpy()
-    if isinstance(labels, (str, bytes)) or np.isscalar(labels):
-        raise TypeError(f"labels must be a sequence with one label per example, got a single {type(labels).__name__}.")
-    array = labels.to_numpy() if isinstance(labels, (pd.Series, pd.Index)) else np.asarray(labels)
-    if array.ndim != 1:
-        raise ValueError(f"labels must be one-dimensional (one label per example), got shape {array.shape}.")
-    if len(array) == 0:
-        raise ValueError("labels is empty: give one label per example.")
-    codes, _ = pd.factorize(array)
-    if (codes < 0).any():
-        missing = np.flatnonzero(codes < 0)[:5].tolist()
-        raise ValueError(f"labels contain missing values (None/NaN) at positions {missing}; drop those rows first.")
-    return codes.astype(np.int64)
-
-
 def _flatten_batches(batches: Sequence[Sequence[int]], num_examples: int) -> tuple[np.ndarray, np.ndarray]:
     """(batch sizes, all indices one after the other), checking that indices point into the labels."""
     if isinstance(batches, (str, bytes)) or len(batches) == 0:
@@ -132,7 +116,7 @@ def batch_report(batches: Sequence[Sequence[int]], labels) -> pd.DataFrame:
         >>> batch_report([[0, 1, 2, 3], [0, 0, 2, 3]], ["a", "a", "b", "c"])["valid_triplets"].tolist()
         [4, 4]
     """
-    codes = _label_codes(labels)
+    codes = first_seen_class_codes(labels)
     sizes, flat = _flatten_batches(batches, len(codes))
     num_batches, num_classes = len(sizes), int(codes.max()) + 1
     batch_of_position = np.repeat(np.arange(num_batches), sizes)
@@ -172,7 +156,7 @@ def epoch_report(batches: Sequence[Sequence[int]], labels) -> pd.Series:
     ``anchors_without_positive`` and ``anchors_without_triplet`` (shares of all positions);
     ``mean_valid_triplets`` (per batch); ``batches_without_triplets``.
     """
-    codes = _label_codes(labels)
+    codes = first_seen_class_codes(labels)
     per_batch = batch_report(batches, codes)
     _, flat = _flatten_batches(batches, len(codes))
     uses = np.bincount(flat, minlength=len(codes))
@@ -196,7 +180,7 @@ def compare_samplers(batches_by_name: Mapping[str, Sequence[Sequence[int]]], lab
     """:func:`epoch_report` for several samplers' epochs over the same dataset: one row per sampler."""
     if not isinstance(batches_by_name, Mapping) or not batches_by_name:
         raise TypeError("batches_by_name must be a non-empty dict {sampler name: list of batches}.")
-    codes = _label_codes(labels)
+    codes = first_seen_class_codes(labels)
     table = pd.DataFrame({name: epoch_report(batches, codes) for name, batches in batches_by_name.items()}).T
     integer_columns = ["batches", "examples_drawn", "examples_repeated", "max_uses", "repeats_within_batches",
                        "batches_without_triplets"]
@@ -234,7 +218,7 @@ def label_grouped_batches(labels, batch_size: int, seed: int = 0, drop_last: boo
     (https://github.com/huggingface/sentence-transformers/pull/3668) measured ~99% single-class batches and
     replaced it in v5.3. A reconstruction for measurement, not for training.
     """
-    codes = _label_codes(labels)
+    codes = first_seen_class_codes(labels)
     _check_int("batch_size", batch_size, 2)
     order = np.argsort(codes, kind="stable")  # dataset order inside each class
     sizes = np.bincount(codes)
@@ -335,7 +319,7 @@ def count_device_moves() -> Iterator[DeviceMoves]:
 # ----------------------------------------------------------------------------------------------------------
 def class_count_matrix(batches: Sequence[Sequence[int]], labels, max_batches: int | None = None) -> np.ndarray:
     """(batches, classes) matrix: how many examples of each class each batch holds (classes in sorted order)."""
-    codes, classes = pd.factorize(_as_plain_array(labels), sort=True)
+    codes, classes = pd.factorize(as_label_array(labels), sort=True)
     if (codes < 0).any():
         raise ValueError("labels contain missing values (None/NaN).")
     chosen = list(batches)[:max_batches] if max_batches is not None else list(batches)
@@ -344,12 +328,6 @@ def class_count_matrix(batches: Sequence[Sequence[int]], labels, max_batches: in
     matrix = np.zeros((len(sizes), len(classes)), dtype=np.int64)
     np.add.at(matrix, (batch_of_position, codes[flat]), 1)
     return matrix
-
-
-def _as_plain_array(labels) -> np.ndarray:
-    if isinstance(labels, torch.Tensor):
-        return labels.detach().cpu().numpy()
-    return labels.to_numpy() if isinstance(labels, (pd.Series, pd.Index)) else np.asarray(labels)
 
 
 def plot_batch_composition(batches, labels, max_batches: int = 20, ax=None, title: str | None = None):

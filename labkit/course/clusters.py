@@ -13,7 +13,8 @@ positive and negative pairs). This module breaks that down by class, to see *whe
   training changed them: which intents improved most, and which not at all.
 
 All of it works on embeddings (arrays or tensors) and labels, whatever model produced them; similarity is
-cosine (rows are L2-normalised first), like everything in `labkit.evaluate`.
+cosine (rows are L2-normalised first, by `labkit.distances`), like everything in `labkit.evaluate`; inputs are
+checked by `labkit.validation`.
 
 Taught in notebooks/10_clusters.ipynb.
 """
@@ -26,7 +27,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from labkit.evaluate import _as_embeddings, _label_codes, _ranked_neighbours, _require_two_classes
+from labkit.distances import cosine_similarity, paired_cosine_similarity
+from labkit.evaluate import ranked_neighbours
+from labkit.validation import as_embeddings, label_classes, require_two_classes
 
 __all__ = [
     "nearest_neighbour_confusion", "centroid_similarity", "most_confused_pairs", "confused_examples",
@@ -37,13 +40,15 @@ CHUNK = 1024  # queries per block of the similarity matrix: memory grows as CHUN
 
 
 def _prepare(embeddings, labels):
-    """(normalised embeddings, integer codes 0..C-1, the class label of each code), checked."""
-    normed = F.normalize(_as_embeddings(embeddings), dim=-1)
-    codes = _label_codes(labels, len(normed))
-    if isinstance(labels, torch.Tensor):
-        labels = labels.detach().cpu().numpy()
-    classes = np.unique(np.asarray(labels))
-    return normed, codes, classes
+    """(embeddings as a float32 tensor, integer codes 0..C-1, the class label of each code), checked."""
+    x = as_embeddings(embeddings)
+    codes, classes = label_classes(labels, len(x))
+    return x, codes, classes
+
+
+def _unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """The L2-normalised rows: what class centroids average, and what the per-class tables are computed on."""
+    return F.normalize(x, dim=-1)
 
 
 def _names(classes: np.ndarray, label_names) -> list[str]:
@@ -64,10 +69,10 @@ def _names(classes: np.ndarray, label_names) -> list[str]:
         ) from None
 
 
-def _nearest_neighbours(normed: torch.Tensor, k: int) -> np.ndarray:
+def _nearest_neighbours(x: torch.Tensor, k: int) -> np.ndarray:
     """(N, k) indices of each row's k most similar other rows, best first (leave-one-out), in blocks."""
-    n = len(normed)
-    blocks = [_ranked_neighbours(normed, np.arange(s, min(s + CHUNK, n)), k) for s in range(0, n, CHUNK)]
+    n = len(x)
+    blocks = [ranked_neighbours(x, np.arange(s, min(s + CHUNK, n)), k) for s in range(0, n, CHUNK)]
     return torch.cat(blocks).numpy()
 
 
@@ -95,9 +100,9 @@ def nearest_neighbour_confusion(embeddings, labels, k: int = 1) -> pd.DataFrame:
 
     Taught in notebooks/10_clusters.ipynb.
     """
-    normed, codes, classes = _prepare(embeddings, labels)
+    x, codes, classes = _prepare(embeddings, labels)
     k = _check_k(k, len(codes))
-    neighbour_codes = codes[_nearest_neighbours(normed, k)]  # (N, k)
+    neighbour_codes = codes[_nearest_neighbours(x, k)]  # (N, k)
     c = len(classes)
     flat = np.repeat(codes, k) * c + neighbour_codes.reshape(-1)
     counts = np.bincount(flat, minlength=c * c).reshape(c, c)
@@ -117,11 +122,11 @@ def centroid_similarity(embeddings, labels) -> pd.DataFrame:
 
     Taught in notebooks/10_clusters.ipynb.
     """
-    normed, codes, classes = _prepare(embeddings, labels)
-    sums = torch.zeros(len(classes), normed.shape[1], dtype=torch.float64)
-    sums.index_add_(0, torch.as_tensor(codes), normed.double())
-    centroids = F.normalize(sums, dim=-1)  # the mean's length does not matter once normalised
-    return pd.DataFrame((centroids @ centroids.T).numpy(), index=pd.Index(classes), columns=pd.Index(classes))
+    x, codes, classes = _prepare(embeddings, labels)
+    sums = torch.zeros(len(classes), x.shape[1], dtype=torch.float64)
+    sums.index_add_(0, torch.as_tensor(codes), _unit_rows(x).double())
+    # Cosine of the sums = cosine of the centroids: the mean's length does not matter once normalised.
+    return pd.DataFrame(cosine_similarity(sums).numpy(), index=pd.Index(classes), columns=pd.Index(classes))
 
 
 def most_confused_pairs(embeddings, labels, top: int = 10, k: int = 1, label_names=None) -> pd.DataFrame:
@@ -142,8 +147,9 @@ def most_confused_pairs(embeddings, labels, top: int = 10, k: int = 1, label_nam
     """
     if not isinstance(top, (int, np.integer)) or top < 1:
         raise ValueError(f"top must be a positive integer, got {top!r}.")
-    normed, codes, classes = _prepare(embeddings, labels)
-    _require_two_classes(codes)
+    x, codes, classes = _prepare(embeddings, labels)
+    require_two_classes(codes)
+    normed = _unit_rows(x)
     counts = nearest_neighbour_confusion(normed, codes, k=k).to_numpy()
     centroids = centroid_similarity(normed, codes).to_numpy()
     sizes = np.bincount(codes, minlength=len(classes))
@@ -179,7 +185,7 @@ def confused_examples(embeddings, labels, texts, class_a, class_b, n: int = 5, l
 
     Taught in notebooks/10_clusters.ipynb.
     """
-    normed, codes, classes = _prepare(embeddings, labels)
+    x, codes, classes = _prepare(embeddings, labels)
     texts = [str(t) for t in texts]
     if len(texts) != len(codes):
         raise ValueError(f"Got {len(codes)} embeddings but {len(texts)} texts: pass one text per embedding.")
@@ -192,13 +198,13 @@ def confused_examples(embeddings, labels, texts, class_a, class_b, n: int = 5, l
     if n is not None and n < 1:
         raise ValueError(f"n must be a positive integer or None, got {n!r}.")
 
-    nearest = _nearest_neighbours(normed, 1)[:, 0]
+    nearest = _nearest_neighbours(x, 1)[:, 0]
     crossed = ((label_array == class_a) & (label_array[nearest] == class_b)) | (
         (label_array == class_b) & (label_array[nearest] == class_a))
     queries = np.flatnonzero(crossed)
-    similarity = (normed[queries] * normed[nearest[queries]]).sum(dim=-1).numpy()
+    similarity = paired_cosine_similarity(x[queries], x[nearest[queries]]).numpy()
     # The closest own-class text of each query (itself excluded): what the wrong neighbour had to beat.
-    own = normed[queries] @ normed.T
+    own = cosine_similarity(x[queries], x)
     same_class = torch.as_tensor(codes[None, :] == codes[queries][:, None])
     same_class[torch.arange(len(queries)), torch.as_tensor(queries)] = False
     best_own = own.masked_fill(~same_class, -float("inf")).max(dim=1).values.numpy()
@@ -235,10 +241,11 @@ def per_class_quality(embeddings, labels, label_names=None) -> pd.DataFrame:
     """
     from sklearn.metrics import silhouette_samples
 
-    normed, codes, classes = _prepare(embeddings, labels)
-    _require_two_classes(codes)
+    x, codes, classes = _prepare(embeddings, labels)
+    require_two_classes(codes)
     if len(codes) <= len(classes):
         raise ValueError("per_class_quality needs more texts than classes (some class with 2+ texts).")
+    normed = _unit_rows(x)
     counts = nearest_neighbour_confusion(normed, codes).to_numpy()
     sizes = counts.sum(axis=1)
     centroids = centroid_similarity(normed, codes).to_numpy(copy=True)
@@ -269,8 +276,8 @@ def class_changes(emb_before, emb_after, labels, label_names=None, metric: str =
     """
     if metric not in ("silhouette", "nn_accuracy"):
         raise ValueError(f"metric must be 'silhouette' or 'nn_accuracy', got {metric!r}.")
-    before = _as_embeddings(emb_before, "emb_before")
-    after = _as_embeddings(emb_after, "emb_after")
+    before = as_embeddings(emb_before, "emb_before")
+    after = as_embeddings(emb_after, "emb_after")
     if len(before) != len(after):
         raise ValueError(f"Got {len(before)} embeddings before and {len(after)} after: pass the same texts to both.")
     old = per_class_quality(before, labels, label_names)

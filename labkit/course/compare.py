@@ -40,7 +40,8 @@ from labkit.experiment import (
     training_set,
 )
 from labkit.losses import REGISTRY, build_loss
-from labkit.viz import _project, _quality_caption, plot_clusters
+from labkit.validation import as_embeddings
+from labkit.viz import plot_clusters, project_2d, quality_caption
 
 __all__ = ["DEFAULT_HYPERPARAMETERS", "LossComparison", "describe_hyperparameters", "compare_losses",
            "plot_cluster_grid", "random_subset", "BEFORE"]
@@ -256,7 +257,7 @@ def plot_cluster_grid(
     if ncols < 1:
         raise ValueError(f"ncols must be at least 1, got {ncols}.")
     labels = np.asarray(labels.detach().cpu() if hasattr(labels, "detach") else labels).reshape(-1)
-    arrays = {name: ev._as_embeddings(value, f"embeddings[{name!r}]").numpy() for name, value in embeddings.items()}
+    arrays = {name: as_embeddings(value, f"embeddings[{name!r}]").numpy() for name, value in embeddings.items()}
     for name, value in arrays.items():
         if len(value) != len(labels):
             raise ValueError(f"embeddings[{name!r}] has {len(value)} rows but there are {len(labels)} labels.")
@@ -271,8 +272,8 @@ def plot_cluster_grid(
     plt.close(fig)
     for ax, (name, values) in zip(axes.flat, arrays.items()):
         points = values[keep]
-        title = f"{name}\n{_quality_caption(points, labels[keep])}"
-        plot_clusters(_project(points, projection, seed), labels[keep], label_names, ax=ax, point_size=4)
+        title = f"{name}\n{quality_caption(points, labels[keep])}"
+        plot_clusters(project_2d(points, projection, seed), labels[keep], label_names, ax=ax, point_size=4)
         ax.set_title(title, fontsize="small")
     for ax in axes.flat[len(arrays):]:
         ax.set_visible(False)

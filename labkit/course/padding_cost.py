@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from labkit.model import check_texts
+from labkit.validation import check_texts
 
 # Names of the batching strategies, in the order the notebook shows them.
 PAD_TO_MAX_LENGTH = "pad to max_length"

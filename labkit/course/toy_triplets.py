@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from labkit.mining import TripletKind, check_labels, classify_triplets, label_masks
+from labkit.mining import TripletKind, classify_triplets, label_masks
+from labkit.validation import check_class_labels
 
 __all__ = [
     "plot_triplets",
@@ -163,7 +164,7 @@ def plot_label_masks(labels, names: Sequence[str] | None = None, axes=None):
     """
     import matplotlib.pyplot as plt
 
-    labels = check_labels(labels)
+    labels = check_class_labels(labels)
     positive_mask, negative_mask = label_masks(labels)
     names = _names(len(labels), names)
     if axes is None:
@@ -201,7 +202,7 @@ def plot_mining_matrix(dist, labels, explanation=None, names: Sequence[str] | No
     values = _numpy(dist, "dist")
     if values.ndim != 2 or values.shape[0] != values.shape[1]:
         raise ValueError(f"dist must be a square (B, B) distance matrix, got shape {values.shape}.")
-    labels = check_labels(labels, values.shape[0])
+    labels = check_class_labels(labels, values.shape[0])
     names = _names(len(labels), names)
     positive_mask, negative_mask = (mask.numpy() for mask in label_masks(labels))
     if ax is None:
@@ -254,7 +255,7 @@ def plot_picks(points, labels, explanation=None, arrows=None, arrow_scale: float
     import matplotlib.pyplot as plt
 
     xy = _points_2d(points)
-    labels = check_labels(labels, len(xy)).numpy()
+    labels = check_class_labels(labels, len(xy)).numpy()
     names = _names(len(xy), names)
     if ax is None:
         fig, ax = plt.subplots(figsize=(4.6, 4.8), layout="constrained")

@@ -13,8 +13,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from labkit.losses.pairs import check_embedding_columns, check_labels
 from labkit.losses.regression import classifier_input_size
+from labkit.validation import check_embedding_columns, check_pair_labels
 
 __all__ = ["ClassificationLoss"]
 
@@ -109,7 +109,7 @@ class ClassificationLoss(nn.Module):
         logits = self.classifier(embeddings.to(self.classifier.weight.dtype))
         if labels is None:
             return logits
-        labels = check_labels(name, labels, embeddings.shape[0], logits.device)
+        labels = check_pair_labels(name, labels, embeddings.shape[0], logits.device)
         if labels.is_floating_point() or labels.dtype == torch.bool:
             raise TypeError(
                 f"{name} expects integer class labels (0..{self.num_labels - 1}), got dtype {labels.dtype}; "

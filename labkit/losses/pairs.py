@@ -5,8 +5,9 @@ apart until it is `margin` away. `OnlineContrastiveLoss` does the same on the ha
 Both follow sentence-transformers 6.2 (same names, parameters, defaults and reduction) but take embedding
 tensors instead of a model, so they can be studied on hand-made vectors.
 
-This module also holds the input checks the other loss modules share (one embedding column per text
-column, one label per pair), so that a wrong batch fails with a message instead of a broadcasting error.
+Every loss checks its batch first (`labkit.validation`: one embedding column per text column, one label per
+pair), so that a wrong batch fails with a message instead of a broadcasting error. `LossExplanation` and
+`as_float_list`, shared by the pair losses' `explain` methods, live here too.
 
 Taught in notebooks/04_pair_losses.ipynb.
 """
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from labkit.distances import in_fp32
+from labkit.validation import check_binary_labels, check_embedding_columns, check_pair_labels
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,87 +30,11 @@ __all__ = ["SiameseDistanceMetric", "ContrastiveLoss", "OnlineContrastiveLoss", 
 
 
 # --------------------------------------------------------------------------------------------------
-# Input checks shared by the loss modules
+# Input checks (labkit.validation)
 # --------------------------------------------------------------------------------------------------
-def check_embedding_columns(loss_name: str, *columns: Tensor, names: tuple[str, ...] | None = None) -> None:
-    """Raise a clear error unless every column is a (B, D) float tensor with the same B and D."""
-    if _well_formed(columns):  # every batch of a training run: a few attribute reads, no messages to build
-        return
-    names = names or tuple(f"column {i}" for i in range(len(columns)))
-    for name, column in zip(names, columns):
-        if not isinstance(column, Tensor):
-            raise TypeError(
-                f"{loss_name}: {name} must be a torch.Tensor of embeddings with shape (batch_size, dim), "
-                f"got {type(column).__name__}. Encode the texts with the model first."
-            )
-        if column.dim() != 2:
-            raise ValueError(
-                f"{loss_name}: {name} must have shape (batch_size, dim), got shape {tuple(column.shape)}. "
-                "Use .unsqueeze(0) for a single embedding."
-            )
-        if not column.is_floating_point():
-            raise TypeError(f"{loss_name}: {name} must hold floating-point embeddings, got {column.dtype}.")
-    batch_size, dim = columns[0].shape
-    if batch_size == 0:
-        raise ValueError(f"{loss_name}: the batch is empty; pass at least one example.")
-    for name, column in zip(names[1:], columns[1:]):
-        if column.shape[0] != batch_size:
-            raise ValueError(
-                f"{loss_name}: {names[0]} has {batch_size} rows but {name} has {column.shape[0]}: every column "
-                "must hold one embedding per example, in the same order."
-            )
-        if column.shape[1] != dim:
-            raise ValueError(
-                f"{loss_name}: {names[0]} has embedding size {dim} but {name} has {column.shape[1]}: "
-                "encode all columns with the same model."
-            )
-
-
-def _well_formed(columns: tuple) -> bool:
-    shape = getattr(columns[0], "shape", None)
-    if shape is None or len(shape) != 2 or shape[0] == 0:
-        return False
-    for column in columns:
-        if not isinstance(column, Tensor) or column.shape != shape or not column.is_floating_point():
-            return False
-    return True
-
-
-def check_labels(loss_name: str, labels, batch_size: int, device: torch.device) -> Tensor:
-    """Return the labels as a 1-D tensor of length `batch_size`, or raise a clear error."""
-    if labels is None:
-        raise ValueError(f"{loss_name} needs labels: one per pair.")
-    if not isinstance(labels, Tensor) or labels.device != device:
-        labels = torch.as_tensor(labels, device=device)
-    if labels.numel() != batch_size:
-        raise ValueError(
-            f"{loss_name} expects {batch_size} labels (one per pair), but got {labels.numel()} "
-            f"with shape {tuple(labels.shape)}."
-        )
-    return labels if labels.dim() == 1 else labels.reshape(-1)
-
-
-def check_binary_labels(loss_name: str, labels: Tensor) -> None:
-    """Raise unless every label is 0 or 1 (bool, int or float)."""
-    if labels.dtype == torch.bool or labels.numel() == 0:
-        return
-    # One small reduction instead of a comparison per allowed value: this runs on every batch.
-    smallest, largest = torch.aminmax(labels)
-    in_range = smallest.item() >= 0 and largest.item() <= 1  # False for NaN too
-    if in_range and labels.is_floating_point():
-        in_range = torch.equal(labels, labels.round())  # 0.5 is in range but not a class
-    if not in_range:
-        is_binary = (labels == 0) | (labels == 1)
-        bad = labels[~is_binary].unique()[:5].tolist()
-        raise ValueError(
-            f"{loss_name} expects labels 0 (different) or 1 (similar), got {bad}. For graded similarity "
-            "scores use CosineSimilarityLoss or CoSENTLoss instead."
-        )
-
-
 def _check_pair_batch(loss_name: str, emb_a: Tensor, emb_b: Tensor, labels) -> Tensor:
     check_embedding_columns(loss_name, emb_a, emb_b, names=("emb_a", "emb_b"))
-    labels = check_labels(loss_name, labels, emb_a.shape[0], emb_a.device)
+    labels = check_pair_labels(loss_name, labels, emb_a.shape[0], emb_a.device)
     check_binary_labels(loss_name, labels)
     return labels
 
@@ -147,7 +73,8 @@ def _six_decimals(value: float) -> str:
     return "0.000000" if text == "-0.000000" else text  # -0.0 and 0.0 are the same number to a reader
 
 
-def _as_floats(values: Tensor) -> list[float]:
+def as_float_list(values: Tensor) -> list[float]:
+    """A tensor's values as Python floats: one column of an explanation's `per_pair` table."""
     return [float(v) for v in values.detach().cpu().tolist()]
 
 
@@ -279,10 +206,10 @@ class ContrastiveLoss(nn.Module):
         loss = losses.mean() if self.size_average else losses.sum()
         per_pair = pd.DataFrame({
             "label": labels.int().cpu().tolist(),
-            "distance": _as_floats(distances),
-            "positive_term": _as_floats(positive_term),
-            "negative_term": _as_floats(negative_term),
-            "loss_i": _as_floats(losses),
+            "distance": as_float_list(distances),
+            "positive_term": as_float_list(positive_term),
+            "negative_term": as_float_list(negative_term),
+            "loss_i": as_float_list(losses),
         })
         per_pair.index.name = "pair"
         how = "mean" if self.size_average else "sum"
@@ -407,10 +334,10 @@ class OnlineContrastiveLoss(nn.Module):
         losses = torch.where(hard, terms, torch.zeros_like(terms))
         per_pair = pd.DataFrame({
             "label": labels.int().cpu().tolist(),
-            "distance": _as_floats(distances),
-            "threshold": _as_floats(threshold),
+            "distance": as_float_list(distances),
+            "threshold": as_float_list(threshold),
             "hard": hard.cpu().tolist(),
-            "loss_i": _as_floats(losses),
+            "loss_i": as_float_list(losses),
         })
         per_pair.index.name = "pair"
         indices = torch.arange(len(labels), device=labels.device)

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from labkit.distances import in_fp32
-from labkit.losses.pairs import check_embedding_columns
 from labkit.distances import cos_sim, dot_score, pairwise_cos_sim  # noqa: F401  (re-exported)
+from labkit.validation import check_embedding_columns
 
 __all__ = [
     "RankingExplanation",

@@ -21,15 +21,16 @@ import torch
 from torch import Tensor, nn
 
 from labkit.distances import in_fp32
-from labkit.losses.pairs import LossExplanation, _as_floats, check_embedding_columns, check_labels
+from labkit.losses.pairs import LossExplanation, as_float_list
 from labkit.distances import pairwise_angle_sim, pairwise_cos_sim
+from labkit.validation import check_embedding_columns, check_pair_labels
 
 __all__ = ["CosineSimilarityLoss", "CoSENTLoss", "AnglELoss", "SoftmaxLoss"]
 
 
 def _check_scored_pairs(loss_name: str, emb_a: Tensor, emb_b: Tensor, labels) -> Tensor:
     check_embedding_columns(loss_name, emb_a, emb_b, names=("emb_a", "emb_b"))
-    return check_labels(loss_name, labels, emb_a.shape[0], emb_a.device)
+    return check_pair_labels(loss_name, labels, emb_a.shape[0], emb_a.device)
 
 
 def _per_item_loss(loss_name: str, loss_fct, predicted: Tensor, target: Tensor) -> tuple[Tensor, Tensor, str]:
@@ -110,10 +111,10 @@ class CosineSimilarityLoss(nn.Module):
         cosines = torch.cosine_similarity(emb_a, emb_b)
         predicted = self.cos_score_transformation(cosines)
         terms, loss, reduction = _per_item_loss(name, self.loss_fct, predicted, labels.to(predicted.dtype))
-        columns = {"label": _as_floats(labels.double()), "cosine": _as_floats(cosines)}
+        columns = {"label": as_float_list(labels.double()), "cosine": as_float_list(cosines)}
         if not isinstance(self.cos_score_transformation, nn.Identity):
-            columns["prediction"] = _as_floats(predicted)
-        columns["loss_i"] = _as_floats(terms)
+            columns["prediction"] = as_float_list(predicted)
+        columns["loss_i"] = as_float_list(terms)
         per_pair = pd.DataFrame(columns)
         per_pair.index.name = "pair"
         return LossExplanation(per_pair, float(loss), f"{reduction} of loss_i over {len(terms)} pairs",
@@ -221,12 +222,12 @@ class CoSENTLoss(nn.Module):
         label_values = labels.double()
         pairs_of_pairs = pd.DataFrame({
             "i": rows.tolist(), "j": columns.tolist(),
-            "label_i": _as_floats(label_values[rows]), "label_j": _as_floats(label_values[columns]),
-            "score_i": _as_floats(scores[rows]), "score_j": _as_floats(scores[columns]),
-            "gap": _as_floats(gaps), "exp_gap": _as_floats(gaps.exp()), "weight": _as_floats((gaps - loss).exp()),
+            "label_i": as_float_list(label_values[rows]), "label_j": as_float_list(label_values[columns]),
+            "score_i": as_float_list(scores[rows]), "score_j": as_float_list(scores[columns]),
+            "gap": as_float_list(gaps), "exp_gap": as_float_list(gaps.exp()), "weight": as_float_list((gaps - loss).exp()),
         })
-        per_pair = pd.DataFrame({"label": _as_floats(label_values), "similarity": _as_floats(similarities),
-                                 "score": _as_floats(scores)})
+        per_pair = pd.DataFrame({"label": as_float_list(label_values), "similarity": as_float_list(similarities),
+                                 "score": as_float_list(scores)})
         per_pair.index.name = "pair"
         details = {"scale": self.scale, "pairs_of_pairs": pairs_of_pairs, "score_gaps": score_gaps, "enters": enters,
                    "similarity_fct": getattr(self.similarity_fct, "__name__", repr(self.similarity_fct))}
@@ -394,7 +395,7 @@ class SoftmaxLoss(nn.Module):
         if not isinstance(labels, Tensor) or labels.device != logits.device:
             labels = torch.as_tensor(labels, device=logits.device)
         if self.num_labels == 1 or labels.shape != logits.shape:  # class indices, not class probabilities
-            labels = check_labels(name, labels, emb_a.shape[0], logits.device)
+            labels = check_pair_labels(name, labels, emb_a.shape[0], logits.device)
             if not labels.is_floating_point() and self.num_labels > 1:
                 self._check_class_indices(labels)
         return self.loss_fct(logits, labels)
@@ -423,7 +424,7 @@ class SoftmaxLoss(nn.Module):
 
         name = type(self).__name__
         logits = self.forward(emb_a, emb_b)  # checks the embeddings
-        labels = check_labels(name, labels, emb_a.shape[0], logits.device)
+        labels = check_pair_labels(name, labels, emb_a.shape[0], logits.device)
         if labels.is_floating_point() and self.num_labels > 1:
             raise TypeError(
                 f"{name}.explain needs integer class labels (0..{self.num_labels - 1}), got {labels.dtype}."
@@ -436,9 +437,9 @@ class SoftmaxLoss(nn.Module):
         terms, loss, reduction = _per_item_loss(name, self.loss_fct, logits, labels)
         probabilities = logits.softmax(dim=1)
         columns = {"label": labels.cpu().tolist()}
-        columns.update({f"logit[{c}]": _as_floats(logits[:, k]) for k, c in enumerate(class_names)})
-        columns.update({f"prob[{c}]": _as_floats(probabilities[:, k]) for k, c in enumerate(class_names)})
-        columns["loss_i"] = _as_floats(terms)
+        columns.update({f"logit[{c}]": as_float_list(logits[:, k]) for k, c in enumerate(class_names)})
+        columns.update({f"prob[{c}]": as_float_list(probabilities[:, k]) for k, c in enumerate(class_names)})
+        columns["loss_i"] = as_float_list(terms)
         per_pair = pd.DataFrame(columns)
         per_pair.index.name = "pair"
         features = self.pair_features(emb_a, emb_b).to(self.classifier.weight.dtype)

@@ -42,12 +42,12 @@ from labkit.distances import (
 from labkit.mining import (
     TripletKind,
     anchor_positive_mask,
-    check_labels,
     classify_triplets,
     label_masks,
     pick_hardest,
     semi_hard_triplets,
 )
+from labkit.validation import check_class_labels, check_embedding_matrix
 
 __all__ = [
     "TripletDistanceMetric",
@@ -128,21 +128,9 @@ def _explanation(anchor, positive, negative, d_ap, d_an, term, kind, batch_size,
 # ----------------------------------------------------------------------------------------------
 # Shared helpers
 # ----------------------------------------------------------------------------------------------
-def _check_embeddings(embeddings: Tensor, name: str = "embeddings") -> Tensor:
-    if not isinstance(embeddings, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (batch_size, dim), got {type(embeddings).__name__}.")
-    if embeddings.dim() != 2 or embeddings.shape[0] == 0:
-        raise ValueError(f"{name} must have shape (batch_size, dim) with batch_size >= 1, got {tuple(embeddings.shape)}.")
-    if not embeddings.is_floating_point():
-        raise TypeError(f"{name} must be a floating tensor, got dtype {embeddings.dtype}.")
-    if embeddings.dtype in (torch.float16, torch.bfloat16):
-        embeddings = embeddings.float()  # distances in half precision round into spurious ties
-    return embeddings
-
-
 def _check_batch(embeddings: Tensor, labels) -> tuple[Tensor, Tensor]:
-    embeddings = _check_embeddings(embeddings)
-    return embeddings, check_labels(labels, embeddings.shape[0], device=embeddings.device)
+    embeddings = check_embedding_matrix(embeddings)
+    return embeddings, check_class_labels(labels, embeddings.shape[0], device=embeddings.device)
 
 
 def _distance_name(distance_metric) -> str:
@@ -242,9 +230,9 @@ class TripletLoss(nn.Module):
         self._paired = resolve_paired_distance(distance_metric)
 
     def _distances(self, anchor: Tensor, positive: Tensor, negative: Tensor) -> tuple[Tensor, Tensor]:
-        anchor = _check_embeddings(anchor, "anchor")
+        anchor = check_embedding_matrix(anchor, "anchor")
         for name, other in (("positive", positive), ("negative", negative)):
-            if _check_embeddings(other, name).shape != anchor.shape:
+            if check_embedding_matrix(other, name).shape != anchor.shape:
                 raise ValueError(
                     f"anchor, positive and negative must have the same shape, got anchor {tuple(anchor.shape)} "
                     f"and {name} {tuple(other.shape)}."
