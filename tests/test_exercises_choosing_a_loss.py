@@ -1,11 +1,12 @@
-"""Checkers of notebooks/11_choosing_a_loss.ipynb: right answers pass, wrong ones get a hint that says what is off."""
+"""Checkers of notebooks/11_choosing_a_loss.ipynb: right answers pass, wrong ones get the step to recheck and never
+the answer. Right answers are counted here with loops over the definitions."""
 from __future__ import annotations
 
 import itertools
 
 import pandas as pd
-import pytest
 
+from exercise_checks import assert_right, assert_stub_and_reveal, assert_wrong
 from labkit.course.exercises import choosing_a_loss as ex
 
 
@@ -21,59 +22,50 @@ def naive_cosent_terms(scores) -> int:
 
 
 def test_reference_answers_agree_with_naive_counts():
-    assert ex.batch_all_triplets() == naive_batch_all_triplets(ex.P, ex.K)
-    assert ex.batch_all_triplets(3, 2) == naive_batch_all_triplets(3, 2)
-    assert ex.cosent_comparisons() == naive_cosent_terms(ex.SCORES)
-    assert ex.cosent_comparisons((0.1, 0.1, 0.1)) == 0
-    assert set(ex.losses_for()) == {"ContrastiveLoss", "OnlineContrastiveLoss"}
+    assert ex._batch_all_triplets() == naive_batch_all_triplets(ex.P, ex.K)
+    assert ex._batch_all_triplets(3, 2) == naive_batch_all_triplets(3, 2)
+    assert ex._cosent_comparisons() == naive_cosent_terms(ex.SCORES)
+    assert ex._cosent_comparisons((0.1, 0.1, 0.1)) == 0
     labelled = pd.DataFrame({"text": ["a", "b"], "label": [0, 1]})
-    assert "BatchHardTripletLoss" in ex.losses_for(labelled)
+    assert "BatchHardTripletLoss" in ex._losses_for(labelled)
 
 
-def test_batch_all_right_and_slips(capsys):
-    assert ex.check_batch_all_triplets(naive_batch_all_triplets(ex.P, ex.K)) is True
-    assert "Right" in capsys.readouterr().out
-    assert ex.check_batch_all_triplets(ex.P * ex.K) is False
-    assert "batch-hard" in capsys.readouterr().out
-    assert ex.check_batch_all_triplets(ex.P * ex.K * (ex.K - 1)) is False
-    assert "semi-hard" in capsys.readouterr().out
-    assert ex.check_batch_all_triplets(ex.P * ex.K * ex.K * (ex.P - 1) * ex.K) is False
-    assert "not its own positive" in capsys.readouterr().out
-    assert ex.check_batch_all_triplets(7) is False
-    assert "Count anchors" in capsys.readouterr().out
+def test_batch_all_triplets(capsys):
+    right = naive_batch_all_triplets(ex.P, ex.K)
+    check = ex.check_batch_all_triplets
+    assert_right(capsys, check, right)
+    assert_stub_and_reveal(capsys, check, right)
+    b = ex.P * ex.K
+    cases = [(b, "batch-hard"), (b * (ex.K - 1), "semi-hard"), (b * ex.K * (ex.P - 1) * ex.K, "its own positive"),
+             (right // 2, "two orders"), (7, "Not quite"), ("216", "one whole number"), ([1, 2], "one whole number")]
+    for answer, words in cases:
+        assert_wrong(capsys, check, answer, words, right)
 
 
-@pytest.mark.parametrize("answer, message", [(None, "not answered yet"), ("216", "one number"), ([1, 2], "one number")])
-def test_batch_all_unanswered_or_not_a_number(capsys, answer, message):
-    assert ex.check_batch_all_triplets(answer) is False
-    assert message in capsys.readouterr().out
-
-
-def test_cosent_right_and_slips(capsys):
-    assert ex.check_cosent_comparisons(naive_cosent_terms(ex.SCORES)) is True
-    assert "Right" in capsys.readouterr().out
+def test_cosent_comparisons(capsys):
+    right = naive_cosent_terms(ex.SCORES)
+    check = ex.check_cosent_comparisons
+    assert_right(capsys, check, right)
+    assert_stub_and_reveal(capsys, check, right)
     n = len(ex.SCORES)
-    assert ex.check_cosent_comparisons(n * (n - 1) // 2) is False
-    assert "ties" in capsys.readouterr().out
-    assert ex.check_cosent_comparisons(n) is False
-    assert "CosineSimilarityLoss" in capsys.readouterr().out
-    assert ex.check_cosent_comparisons(None) is False
-    assert "not answered yet" in capsys.readouterr().out
+    cases = [(n * (n - 1) // 2, "ties included"), (n, "CosineSimilarityLoss"), (n * (n - 1), "every ordered pair"),
+             (right + 6, "Not quite")]
+    for answer, words in cases:
+        assert_wrong(capsys, check, answer, words, right)
 
 
-def test_losses_for_right_and_wrong(capsys):
-    assert ex.check_losses_for(["OnlineContrastiveLoss", "ContrastiveLoss"]) is True
-    assert "Right" in capsys.readouterr().out
-    assert ex.check_losses_for(("ContrastiveLoss", "OnlineContrastiveLoss")) is True
-    capsys.readouterr()
-    assert ex.check_losses_for(["BatchHardTripletLoss", "ContrastiveLoss", "OnlineContrastiveLoss"]) is False
-    assert "class label" in capsys.readouterr().out
-    assert ex.check_losses_for(["CoSENTLoss", "ContrastiveLoss"]) is False
-    out = capsys.readouterr().out
-    assert "graded scores" in out and "missing: OnlineContrastiveLoss" in out
-    assert ex.check_losses_for(["TripletMarginLoss"]) is False
-    assert "not a loss name" in capsys.readouterr().out
-    assert ex.check_losses_for("ContrastiveLoss") is False
-    assert "list of loss names" in capsys.readouterr().out
-    assert ex.check_losses_for(None) is False
-    assert "not answered yet" in capsys.readouterr().out
+def test_losses_for(capsys):
+    # The data: two texts per row and a 0/1 label on the pair. Losses for such pairs are the contrastive ones.
+    right = ["ContrastiveLoss", "OnlineContrastiveLoss"]
+    assert set(ex.DATA.columns) == {"text", "text_pair", "label"} and set(ex.DATA["label"]) <= {0, 1}
+    check = ex.check_losses_for
+    assert_right(capsys, check, ["OnlineContrastiveLoss", "ContrastiveLoss"])
+    assert_right(capsys, check, ("ContrastiveLoss", "OnlineContrastiveLoss"))
+    assert_stub_and_reveal(capsys, check, right)
+    cases = [(["BatchHardTripletLoss", "ContrastiveLoss", "OnlineContrastiveLoss"], "class label"),
+             (["CoSENTLoss", "ContrastiveLoss"], "graded scores"),
+             (["ContrastiveLoss"], "1 of your 1 losses is right, and at least one is missing"),
+             (["TripletMarginLoss"], "not a loss name"), ("ContrastiveLoss", "list of loss names"),
+             (["ContrastiveLoss", "ContrastiveLoss"], "repeated name"), ([], "your answer is empty")]
+    for answer, words in cases:
+        assert_wrong(capsys, check, answer, words, right)

@@ -1,4 +1,4 @@
-"""The checkers of notebooks/10_clusters.ipynb accept right answers and explain wrong ones.
+"""The checkers of notebooks/10_clusters.ipynb accept right answers and explain wrong ones without revealing them.
 
 Right answers are computed here from the definitions with plain Python loops, not with labkit, so a checker
 with a wrong "right answer" fails.
@@ -10,11 +10,8 @@ import math
 import numpy as np
 import pytest
 
+from exercise_checks import assert_right, assert_stub_and_reveal, assert_wrong
 from labkit.course.exercises import clusters as ex
-
-
-def outcome(capsys, ok):
-    return ok, capsys.readouterr().out
 
 
 def cosine(u, v):
@@ -47,79 +44,50 @@ def naive_auc():
 
 
 def test_helpers_match_the_definitions():
-    assert ex.pair_confusions() == naive_pair_confusions() > 0
-    assert ex.centroid_cosine() == pytest.approx(naive_centroid_cosine(), abs=1e-6)
-    assert ex.auc() == pytest.approx(naive_auc())
+    assert ex._pair_confusions() == naive_pair_confusions() > 0
+    assert ex._centroid_cosine() == pytest.approx(naive_centroid_cosine(), abs=1e-6)
+    assert ex._auc() == pytest.approx(naive_auc())
     # The exercise is only interesting if cosine and Euclidean neighbours disagree, and there is a tie in ex. 3.
     assert ex._euclidean_confusions() != naive_pair_confusions()
     assert set(ex.POSITIVE_SIMILARITIES) & set(ex.NEGATIVE_SIMILARITIES)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Exercise 1
-# ----------------------------------------------------------------------------------------------------------
-def test_pair_confusions_right_answer(capsys):
-    ok, out = outcome(capsys, ex.check_pair_confusions(naive_pair_confusions()))
-    assert ok and "Right" in out
-    assert outcome(capsys, ex.check_pair_confusions(np.int64(naive_pair_confusions())))[0]
+def test_pair_confusions(capsys):
+    right = naive_pair_confusions()
+    check = ex.check_pair_confusions
+    assert_right(capsys, check, right)
+    assert_right(capsys, check, np.int64(right))
+    assert_stub_and_reveal(capsys, check, right)
+    one_way = right // 2  # both directions have one confusion here
+    cases = [(ex._euclidean_confusions(), "Euclidean"), (0, "itself"), (one_way, "one direction"),
+             (7, "Not quite"), ("two", "whole number"), (2.5, "whole number")]
+    for answer, words in cases:
+        assert_wrong(capsys, check, answer, words, right)
 
 
-def test_pair_confusions_slips_are_named(capsys):
-    ok, out = outcome(capsys, ex.check_pair_confusions(None))
-    assert not ok and "not answered" in out and "-inf" in out
-    ok, out = outcome(capsys, ex.check_pair_confusions(ex._euclidean_confusions()))
-    assert not ok and "Euclidean" in out
-    ok, out = outcome(capsys, ex.check_pair_confusions(0))
-    assert not ok and "itself" in out
-    one_way = naive_pair_confusions() // 2  # both directions have one confusion here
-    ok, out = outcome(capsys, ex.check_pair_confusions(one_way))
-    assert not ok and "one direction" in out
-    ok, out = outcome(capsys, ex.check_pair_confusions(7))
-    assert not ok and "argmax" in out
-    ok, out = outcome(capsys, ex.check_pair_confusions("two"))
-    assert not ok and "one number" in out
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Exercise 2
-# ----------------------------------------------------------------------------------------------------------
-def test_centroid_similarity_right_and_slips(capsys):
-    ok, out = outcome(capsys, ex.check_centroid_similarity(naive_centroid_cosine()))
-    assert ok and "Right" in out
-
+def test_centroid_similarity(capsys):
+    right = naive_centroid_cosine()
+    check = ex.check_centroid_similarity
+    assert_right(capsys, check, right)
+    assert_stub_and_reveal(capsys, check, right)
     a = [p for p, l in zip(ex.POINTS.tolist(), ex.LABELS) if l == "A"]
     b = [p for p, l in zip(ex.POINTS.tolist(), ex.LABELS) if l == "B"]
     raw = cosine([sum(c) / len(a) for c in zip(*a)], [sum(c) / len(b) for c in zip(*b)])
-    ok, out = outcome(capsys, ex.check_centroid_similarity(raw))
-    assert not ok and "raw vectors" in out
     mean_pairwise = sum(cosine(p, q) for p in a for q in b) / (len(a) * len(b))
-    ok, out = outcome(capsys, ex.check_centroid_similarity(mean_pairwise))
-    assert not ok and "mean cosine over all" in out
-    ok, out = outcome(capsys, ex.check_centroid_similarity(0.5))
-    assert not ok and "Normalise every row" in out
-    ok, out = outcome(capsys, ex.check_centroid_similarity(None))
-    assert not ok and "not answered" in out
+    for answer, words in [(raw, "raw vectors"), (mean_pairwise, "mean cosine over all"), (0.5, "normalise every row")]:
+        assert_wrong(capsys, check, answer, words, right)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Exercise 3
-# ----------------------------------------------------------------------------------------------------------
-def test_auc_right_and_slips(capsys):
-    ok, out = outcome(capsys, ex.check_auc(naive_auc()))
-    assert ok and "Right" in out
+def test_auc(capsys):
+    right = naive_auc()
+    check = ex.check_auc
+    assert_right(capsys, check, right)
+    assert_stub_and_reveal(capsys, check, right)
     comparisons = len(ex.POSITIVE_SIMILARITIES) * len(ex.NEGATIVE_SIMILARITIES)
     strict = sum(p > n for p in ex.POSITIVE_SIMILARITIES for n in ex.NEGATIVE_SIMILARITIES) / comparisons
     loose = sum(p >= n for p in ex.POSITIVE_SIMILARITIES for n in ex.NEGATIVE_SIMILARITIES) / comparisons
-    ok, out = outcome(capsys, ex.check_auc(strict))
-    assert not ok and "tie as a loss" in out
-    ok, out = outcome(capsys, ex.check_auc(loose))
-    assert not ok and "tie as a win" in out
-    ok, out = outcome(capsys, ex.check_auc(1 - naive_auc()))
-    assert not ok and "negative pair wins" in out
     gap = np.mean(ex.POSITIVE_SIMILARITIES) - np.mean(ex.NEGATIVE_SIMILARITIES)
-    ok, out = outcome(capsys, ex.check_auc(gap))
-    assert not ok and "mean similarities" in out
-    ok, out = outcome(capsys, ex.check_auc(0.123))
-    assert not ok and "1/2 for a tie" in out
-    ok, out = outcome(capsys, ex.check_auc([0.1, 0.2]))
-    assert not ok and "one number" in out
+    cases = [(strict, "tie counted as a loss"), (loose, "tie counted as a win"), (1 - right, "negative pair wins"),
+             (gap, "mean similarities"), (0.123, "1/2 for a tie"), ([0.1, 0.2], "one number")]
+    for answer, words in cases:
+        assert_wrong(capsys, check, answer, words, right)

@@ -1,4 +1,5 @@
-"""The checkers of notebooks/02_dataset_and_sampler.ipynb accept right answers and explain wrong ones."""
+"""The checkers of notebooks/02_dataset_and_sampler.ipynb accept right answers and explain wrong ones without
+revealing them."""
 from __future__ import annotations
 
 import itertools
@@ -7,17 +8,14 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from exercise_checks import assert_right, assert_stub_and_reveal, assert_wrong, outcome
+from labkit.collate import Collate, TextDataset
 from labkit.course.exercises import dataset_and_sampler as ex
 from labkit.sampling import PKBatchSampler
-from labkit.collate import Collate, TextDataset
 
 # One class dominates: (total groups) // p over-counts, which one of the hints must catch.
 SIZES, P, K = [41, 8, 8, 5], 2, 3
 BATCH = ["a", "a", "a", "b", "b", "c", "d", "d", "d", "d"]
-
-
-def outcome(capsys, ok):
-    return ok, capsys.readouterr().out
 
 
 def greedy_epoch_length(sizes, p, k):
@@ -41,51 +39,55 @@ def naive_triplets(labels):
     )
 
 
+def check_epoch(answer, **kw):
+    return ex.check_epoch_length(answer, SIZES, P, K, **kw)
+
+
 def test_epoch_length(capsys):
     right = greedy_epoch_length(SIZES, P, K)
     naive = sum(n // K for n in SIZES) // P
     assert len({naive, right, sum(SIZES) // (P * K)}) == 3  # the case must tell the three apart
-    ok, out = outcome(capsys, ex.check_epoch_length(right, SIZES, P, K))
-    assert ok and "sit out" in out
+    assert_right(capsys, check_epoch, right, "sit out")
+    assert_stub_and_reveal(capsys, check_epoch, right)
     cases = [
-        (None, "not answered yet"),
-        (naive, "different"),
+        (naive, "*different* classes"),
         (sum(SIZES) // (P * K), "left over"),
-        (right + 1, "Too many"),
-        (right - 1, "Too few"),
+        (right + 1, "more batches than the groups can fill"),
+        (right - 1, "fewer batches"),
         ("six", "whole number"),
     ]
     for answer, words in cases:
-        ok, out = outcome(capsys, ex.check_epoch_length(answer, SIZES, P, K))
-        assert not ok and words in out, (answer, out)
+        assert_wrong(capsys, check_epoch, answer, words, right)
 
 
 @pytest.mark.parametrize("sizes, p, k", [([10, 7, 5, 12, 3], 2, 3), ([4] * 6, 3, 2), ([9, 9, 30], 2, 4)])
-def test_epoch_length_agrees_with_a_greedy_count(sizes, p, k):
+def test_epoch_length_agrees_with_a_greedy_count(capsys, sizes, p, k):
     assert ex.check_epoch_length(greedy_epoch_length(sizes, p, k), sizes, p, k)
+
+
+def check_triplets(answer, **kw):
+    return ex.check_valid_triplets(answer, BATCH, **kw)
 
 
 def test_valid_triplets(capsys):
     right = naive_triplets(BATCH)
-    ok, out = outcome(capsys, ex.check_valid_triplets(right, BATCH))
-    assert ok and "Anchors without a positive (they take part in none): 1 of 10" in out
-    assert ex.check_valid_triplets(torch.tensor(float(right)), BATCH)
+    assert_right(capsys, check_triplets, right, "Anchors without a positive (they take part in none): 1 of 10")
+    assert_right(capsys, check_triplets, torch.tensor(float(right)))
+    assert_stub_and_reveal(capsys, check_triplets, right)
     size = len(BATCH)
     counts = {label: BATCH.count(label) for label in set(BATCH)}
     pairs = sum(m * (m - 1) for m in counts.values())
     cases = [
-        (None, "not answered yet"),
         (pairs, "(anchor, positive) pairs"),
         (sum(m * m * (size - m) for m in counts.values()), "its own positive"),
         (right // 2, "unordered"),
         (size**3, "every triple"),
         (size * (size - 1) * (size - 2) // 6, "unordered triples"),
-        (right + 3, "group the batch by class"),
-        ([1, 2], "whole number"),
+        (right + 3, "Not quite"),
+        ([1, 2], "one whole number"),
     ]
     for answer, words in cases:
-        ok, out = outcome(capsys, ex.check_valid_triplets(answer, BATCH))
-        assert not ok and words in out, (answer, out)
+        assert_wrong(capsys, check_triplets, answer, words, right)
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +115,14 @@ def test_pk_loader_accepts_the_recipe_and_leaves_the_epoch_alone(capsys, tokeniz
     assert sampler.epoch == 0
 
 
+def test_pk_loader_stubs_and_reveal(capsys):
+    for stub in (None, ...):
+        ok, out = outcome(capsys, ex.check_pk_loader(stub, 2, 3))
+        assert not ok and "Not answered yet" in out and "reveal=True" in out and "PKBatchSampler(labels" not in out
+        ok, out = outcome(capsys, ex.check_pk_loader(stub, 2, 3, reveal=True))
+        assert not ok and "Solution" in out and "batch_sampler=PKBatchSampler(labels, p=2, k=3" in out
+
+
 def test_pk_loader_explains_what_is_wrong(capsys, tokenizer, rows):
     texts, labels = rows
     dataset = TextDataset(texts, labels)
@@ -126,7 +136,6 @@ def test_pk_loader_explains_what_is_wrong(capsys, tokenizer, rows):
 
     shuffled_labels = labels[1:] + labels[:1]
     cases = [
-        (None, "not answered yet"),
         ([1, 2, 3], "DataLoader"),
         (DataLoader(dataset, batch_size=6, shuffle=True, collate_fn=collate), "batch_size= or sampler="),
         (DataLoader(dataset, batch_sampler=PKBatchSampler(labels, p=3, k=2), collate_fn=collate), "p=3"),
@@ -139,5 +148,5 @@ def test_pk_loader_explains_what_is_wrong(capsys, tokenizer, rows):
     ]
     for answer, words in cases:
         ok, out = outcome(capsys, ex.check_pk_loader(answer, 2, 3))
-        assert not ok and words in out, (words, out)
+        assert not ok and words in out and "reveal=True" in out and "Solution" not in out, (words, out)
     assert pk.epoch == 0

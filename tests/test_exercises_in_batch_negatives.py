@@ -1,5 +1,5 @@
 """The checkers of notebooks/07_in_batch_negatives.ipynb accept right answers (computed here by slow Python loops,
-independently of labkit) and recognise the usual wrong ones."""
+independently of labkit) and recognise the usual wrong ones without revealing the answer."""
 from __future__ import annotations
 
 import math
@@ -7,11 +7,8 @@ import math
 import numpy as np
 import torch
 
+from exercise_checks import assert_right, assert_stub_and_reveal, assert_wrong
 from labkit.course.exercises import in_batch_negatives as ex
-
-
-def outcome(capsys, ok):
-    return ok, capsys.readouterr().out
 
 
 def cosine(x, y):
@@ -48,52 +45,50 @@ def test_mnrl_loss(capsys):
     anchor, positive = exercise_lists()
     logits = logit_matrix(anchor, positive, 5.0)
     right = sum(row_losses(logits)) / 3
-    ok, out = outcome(capsys, ex.check_mnrl_loss(right))
-    assert ok and "Right" in out
-    assert ex.check_mnrl_loss(torch.tensor(right))
+    check = ex.check_mnrl_loss
+    assert_right(capsys, check, right)
+    assert_right(capsys, check, torch.tensor(right))
+    assert_stub_and_reveal(capsys, check, right)
     cases = [
-        (None, "not answered yet"),
         (sum(row_losses(logits)), "*sum*"),
-        (-right, "sign"),
-        (sum(row_losses(logit_matrix(anchor, positive, 1.0))) / 3, "left out the scale"),
+        (-right, "wrong sign"),
+        (sum(row_losses(logit_matrix(anchor, positive, 1.0))) / 3, "without the scale"),
         (sum(row_losses(logit_matrix(anchor, positive, 5.0, dot))) / 3, "dot products"),
         (sum(row_losses(transpose(logits))) / 3, "*column*"),
         (right / math.log(2), "bits"),
         ((right + sum(row_losses(transpose(logits))) / 3) / 2, "symmetric"),
         (right + 0.05, "Not quite"),
         ("0.18", "one number"),
-        ([right, right], "one number"),
+        ([right, right], "2 values"),
     ]
     for answer, words in cases:
-        ok, out = outcome(capsys, ex.check_mnrl_loss(answer))
-        assert not ok and words in out, (answer, words, out)
+        assert_wrong(capsys, check, answer, words, right)
 
 
 def test_positive_probabilities(capsys):
     anchor, positive = exercise_lists()
     right = np.array([softmax_diagonal(logit_matrix(anchor, positive, s)) for s in (1.0, 20.0)])
     assert right[0].max() < 0.7 < right[1].min()  # the lesson: the scale sharpens the softmax
-    ok, out = outcome(capsys, ex.check_positive_probabilities(right))
-    assert ok and "scale" in out
-    assert ex.check_positive_probabilities(torch.tensor(right))
+    check = ex.check_positive_probabilities
+    assert_right(capsys, check, right, "scale")
+    assert_right(capsys, check, torch.tensor(right))
+    assert_stub_and_reveal(capsys, check, right)
     columns = np.array([softmax_diagonal(transpose(logit_matrix(anchor, positive, s))) for s in (1.0, 20.0)])
     unnormalised = np.array([[math.exp(row[i]) for i, row in enumerate(logit_matrix(anchor, positive, s))]
                              for s in (1.0, 20.0)])
     dots = np.array([softmax_diagonal(logit_matrix(anchor, positive, s, dot)) for s in (1.0, 20.0)])
     cases = [
-        (None, "not answered yet"),
         (right[::-1], "swapped"),
         (columns, "dim=0"),
-        (np.stack([right[0], right[0]]), "multiply the cosines by 20"),
-        (unnormalised, "without dividing"),
+        (np.stack([right[0], right[0]]), "scale-1 probabilities twice"),
+        (unnormalised, "without the normalisation"),
         (dots, "dot products"),
-        (right[0], "shape"),
-        (right + 0.01, "Not quite"),
-        ("probabilities", "(2, 3) tensor"),
+        (right[0], "shape (3,)"),
+        (right + 0.01, "6 of the 6 entries are off"),
+        ("probabilities", "tensor or an array"),
     ]
     for answer, words in cases:
-        ok, out = outcome(capsys, ex.check_positive_probabilities(answer))
-        assert not ok and words in out, (words, out)
+        assert_wrong(capsys, check, answer, words, right)
 
 
 def test_duplicate_floor_by_hand(capsys):
@@ -101,23 +96,22 @@ def test_duplicate_floor_by_hand(capsys):
     # row 0's best case: cos 1 with p0 and with its copy p1, cos -1 with the other two
     logits = [scale, scale] + [-scale] * (batch - 2)
     right = math.log(sum(math.exp(x) for x in logits)) - logits[0]
-    assert math.isclose(ex.duplicate_floor(scale, batch), right, abs_tol=1e-12)
-    assert math.isclose(ex.duplicate_floor(50.0, 8), math.log(2), abs_tol=1e-9)  # large scale: log 2
-    ok, out = outcome(capsys, ex.check_duplicate_floor(right, scale, batch))
-    assert ok and "log 2" in out
+    assert math.isclose(ex._duplicate_floor(scale, batch), right, abs_tol=1e-12)
+    assert math.isclose(ex._duplicate_floor(50.0, 8), math.log(2), abs_tol=1e-9)  # large scale: log 2
+    check = ex.check_duplicate_floor
+    assert_right(capsys, check, right, "log 2", scale=scale, batch_size=batch)
+    assert_stub_and_reveal(capsys, check, right, scale=scale, batch_size=batch)
     cases = [
-        (None, "not answered yet"),
         (math.log(1 + 3 * math.exp(-2 * scale)), "*without* the duplicate"),
-        (math.log(2), "limit"),
+        (math.log(2), "huge scale"),
         (math.log(batch), "uniform"),
         (math.log(2 + 2 * math.exp(-scale)), "e^(−2·scale)"),
-        (-right, "sign"),
+        (-right, "wrong sign"),
         (1.5, "Not quite"),
         ("log 2", "one number"),
     ]
     for answer, words in cases:
-        ok, out = outcome(capsys, ex.check_duplicate_floor(answer, scale, batch))
-        assert not ok and words in out, (words, out)
+        assert_wrong(capsys, check, answer, words, right, scale=scale, batch_size=batch)
 
 
 def test_tension_loss(capsys):
@@ -126,20 +120,19 @@ def test_tension_loss(capsys):
     rows = sum(row_losses(logits)) / 3
     columns = sum(row_losses(transpose(logits))) / 3
     right = (rows + columns) / 2
-    ok, out = outcome(capsys, ex.check_tension_loss(right))
-    assert ok and "average" in out
+    check = ex.check_tension_loss
+    assert_right(capsys, check, right, "average")
+    assert_stub_and_reveal(capsys, check, right)
     log_scaled = logit_matrix(emb_1, emb_2, math.log(10.0))
     unscaled = logit_matrix(emb_1, emb_2, 1.0)
     cases = [
-        (None, "not answered yet"),
         (rows, "row direction only"),
         (columns, "column direction only"),
         (rows + columns, "divide by 2"),
         ((sum(row_losses(log_scaled)) + sum(row_losses(transpose(log_scaled)))) / 6, "exp(logit_scale)"),
-        ((sum(row_losses(unscaled)) + sum(row_losses(transpose(unscaled)))) / 6, "left out the scale"),
+        ((sum(row_losses(unscaled)) + sum(row_losses(transpose(unscaled)))) / 6, "without the scale"),
         (right * 2 + 1, "Not quite"),
         ("0.4", "one number"),
     ]
     for answer, words in cases:
-        ok, out = outcome(capsys, ex.check_tension_loss(answer))
-        assert not ok and words in out, (words, out)
+        assert_wrong(capsys, check, answer, words, right)

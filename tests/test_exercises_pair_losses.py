@@ -1,4 +1,4 @@
-"""The checkers of notebooks/04_pair_losses.ipynb accept right answers and explain wrong ones.
+"""The checkers of notebooks/04_pair_losses.ipynb accept right answers and explain wrong ones without revealing them.
 
 Right answers are computed here with plain Python loops from the formulas (not with labkit), so a checker
 that computed the wrong "right answer" would fail these tests.
@@ -10,13 +10,10 @@ import math
 import numpy as np
 import torch
 
+from exercise_checks import assert_right, assert_stub_and_reveal, assert_wrong
 from labkit.course.exercises import pair_losses as ex
 
 MARGIN = 0.5
-
-
-def outcome(capsys, ok):
-    return ok, capsys.readouterr().out
 
 
 def naive_distances():
@@ -62,47 +59,52 @@ def test_exercise_pairs_have_the_promised_traps():
 
 def test_contrastive_loss_checker(capsys):
     right = naive_contrastive()
-    ok, out = outcome(capsys, ex.check_contrastive_loss(right))
-    assert ok and "ContrastiveLoss()" in out
-    assert ex.check_contrastive_loss(torch.tensor(right))
-    assert ex.check_contrastive_loss(np.array([right]))
+    check = ex.check_contrastive_loss
+    assert_right(capsys, check, right, "ContrastiveLoss()")
+    assert_right(capsys, check, torch.tensor(right))
+    assert_right(capsys, check, np.array([right]))
+    assert_stub_and_reveal(capsys, check, right)
     distances, labels = naive_distances()
     cosine_as_distance = sum(0.5 * ((1 - d) ** 2 if y == 1 else max(0.0, MARGIN - (1 - d)) ** 2)
                              for d, y in zip(distances, labels)) / 5
-    cases = [(None, "not answered yet"), ("0.03", "one number"), ([0.1, 0.2], "one number"),
+    cases = [("0.03", "one number"), ([0.1, 0.2], "one number"), ([right, 99], "2 values"),
              (naive_contrastive(mean=False), "*sum*"), (naive_contrastive(half=False), "factor ½"),
-             (naive_contrastive(half=False, mean=False), "Two slips"), (naive_contrastive(clamp=False), "max(0, ·)"),
-             (cosine_as_distance, "*similarity*"), (naive_contrastive(swap=True), "swapped the labels"),
-             (right + 0.01, "Not quite")]
+             (naive_contrastive(half=False, mean=False), "two slips"), (naive_contrastive(clamp=False), "max(0, ·)"),
+             (cosine_as_distance, "*similarity*"), (naive_contrastive(swap=True), "labels swapped"),
+             (0, "Not quite"), (right + 0.01, "Not quite")]
     for answer, words in cases:
-        ok, out = outcome(capsys, ex.check_contrastive_loss(answer))
-        assert not ok and words in out, (answer, words, out)
+        assert_wrong(capsys, check, answer, words, right)
 
 
 def test_hard_pairs_checker(capsys):
     right = naive_hard_pairs()
-    assert right == [1, 2]
-    ok, out = outcome(capsys, ex.check_hard_pairs(right))
-    assert ok and "negative 3 is inside the margin" in out
-    assert ex.check_hard_pairs(torch.tensor(right))
-    assert ex.check_hard_pairs({2, 1})
-    assert ex.check_hard_pairs([False, True, True, False, False])
-    cases = [(None, "not answered yet"), ("1, 2", "list of pair indices"), ([1.5], "list of pair indices"),
-             ([True, False], "list of pair indices"), ([1, 2, 7], "numbered 0 to 4"),
-             ([0, 1, 2, 3], "other kind's"), ([1, 2, 3], "pair 3 (negative"), ([1], "pair 2 is hard but missing"),
-             ([0, 1, 2], "pair 0 (positive")]
+    check = ex.check_hard_pairs
+    assert_right(capsys, check, right, "negative 3 is inside the margin")
+    assert_right(capsys, check, torch.tensor(right))
+    assert_right(capsys, check, set(right))
+    assert_right(capsys, check, [i in right for i in range(5)])
+    assert_stub_and_reveal(capsys, check, right, index=True)
+    distances, labels = naive_distances()
+    inside = [i for i in range(5) if labels[i] == 1 or distances[i] < MARGIN]
+    others = [i for i in range(5) if i not in right]
+    cases = [("1, 2", "list of distinct integer indices"), ([1.5], "distinct integers"),
+             ([float(i) for i in right], "distinct integers"), (right + right[:1], "distinct integers"),
+             ([True, False], "one entry per item"), (right + [7], "numbered 0 to 4"),
+             (inside, "every pair ContrastiveLoss penalises"),
+             ([], "your answer is empty"), (right[:1], "1 of your 1 pairs is right, and at least one is missing"),
+             (right + others[-1:], f"{len(right)} of your {len(right) + 1} pairs are right, and none is missing"),
+             (others, f"0 of your {len(others)} pairs are right")]
     for answer, words in cases:
-        ok, out = outcome(capsys, ex.check_hard_pairs(answer))
-        assert not ok and words in out, (answer, words, out)
+        assert_wrong(capsys, check, answer, words, right, index=True)
 
 
 def test_online_contrastive_loss_checker(capsys):
     right = naive_online()
-    ok, out = outcome(capsys, ex.check_online_contrastive_loss(right))
-    assert ok and "two hard pairs" in out
-    cases = [(None, "not answered yet"), (object(), "one number"), (right / 2, "averaged over the hard pairs"),
-             (right / 5, "averaged over all pairs"), (naive_online(range(5)), "every pair"),
-             (naive_contrastive(), "That is ContrastiveLoss"), (right + 0.1, "Not quite")]
+    check = ex.check_online_contrastive_loss
+    assert_right(capsys, check, right, "hard pairs only")
+    assert_stub_and_reveal(capsys, check, right)
+    cases = [(object(), "one number"), (right / 2, "mean over the hard pairs"),
+             (right / 5, "mean over all pairs"), (naive_online(range(5)), "every pair"),
+             (naive_contrastive(), "ContrastiveLoss (every pair"), (right + 0.1, "Not quite")]
     for answer, words in cases:
-        ok, out = outcome(capsys, ex.check_online_contrastive_loss(answer))
-        assert not ok and words in out, (answer, words, out)
+        assert_wrong(capsys, check, answer, words, right)

@@ -1,4 +1,4 @@
-"""The checkers of notebooks/03_pooling.ipynb accept right answers and explain wrong ones."""
+"""The checkers of notebooks/03_pooling.ipynb accept right answers and explain wrong ones without revealing them."""
 from __future__ import annotations
 
 import math
@@ -6,11 +6,8 @@ import math
 import numpy as np
 import torch
 
+from exercise_checks import assert_right, assert_stub_and_reveal, assert_wrong
 from labkit.course.exercises import pooling as ex
-
-
-def outcome(capsys, ok):
-    return ok, capsys.readouterr().out
 
 
 def naive_pool(how):
@@ -29,35 +26,34 @@ def test_exercise_batch_has_the_promised_traps():
     h, mask = ex.exercise_batch()
     assert h.shape == (2, 4, 3) and h.dtype == torch.float64
     assert mask.sum(1).tolist() == [3, 2]
-    # unmasked max would differ from the masked one: padding's zeros beat negative values
+    # unmasked max would differ from the masked one: padding's values beat negative values
     assert not np.allclose(h.max(1).values.numpy(), naive_pool("max"))
 
 
 def test_masked_mean(capsys):
-    ok, out = outcome(capsys, ex.check_masked_mean(naive_pool("mean")))
-    assert ok and "mean_pooling" in out
-    assert ex.check_masked_mean(torch.tensor(naive_pool("mean")).float())
+    right = naive_pool("mean")
+    assert_right(capsys, ex.check_masked_mean, right, "mean_pooling")
+    assert_right(capsys, ex.check_masked_mean, torch.tensor(right).float())
+    assert_stub_and_reveal(capsys, ex.check_masked_mean, right)
     h, mask = ex.exercise_batch()
     summed = (h * mask[..., None]).sum(1)
-    cases = [(None, "not answered yet"), (h.mean(1), "plain mean"), (summed, "masked *sum*"),
-             (summed / 4, "divided by all 4"), (h.mean(2), "shape"), (naive_pool("mean") + 0.1, "Not quite"),
-             ("mean", "not str")]
+    cases = [(h.mean(1), "plain mean"), (summed, "masked *sum*"), (summed / 4, "divided by all 4"),
+             (h.mean(2), "shape (2, 4)"), (right + 0.1, "6 of the 6 entries are off"), ("mean", "not str")]
     for answer, words in cases:
-        ok, out = outcome(capsys, ex.check_masked_mean(answer))
-        assert not ok and words in out, (words, out)
+        assert_wrong(capsys, ex.check_masked_mean, answer, words, right)
 
 
 def test_masked_max(capsys):
-    ok, out = outcome(capsys, ex.check_masked_max(naive_pool("max")))
-    assert ok and "−inf" in out
+    right = naive_pool("max")
+    assert_right(capsys, ex.check_masked_max, right, "−inf")
+    assert_stub_and_reveal(capsys, ex.check_masked_max, right)
     h, mask = ex.exercise_batch()
-    cases = [(None, "not answered yet"), (h.max(1).values, "max over all positions"),
-             ((h * mask[..., None]).max(1).values, "Multiplying by the mask"),
+    cases = [(h.max(1).values, "max over all positions"),
+             ((h * mask[..., None]).max(1).values, "multiplying by the mask"),
              (h.masked_fill(mask[..., None] == 0, math.inf).min(1).values, "minimum"),
-             (h.max(2).values, "shape"), (naive_pool("max") - 1, "Not quite")]
+             (h.max(2).values, "shape"), (right - 1, "Not quite")]
     for answer, words in cases:
-        ok, out = outcome(capsys, ex.check_masked_max(answer))
-        assert not ok and words in out, (words, out)
+        assert_wrong(capsys, ex.check_masked_max, answer, words, right)
 
 
 def test_unit_distance_against_two_real_unit_vectors(capsys):
@@ -65,11 +61,10 @@ def test_unit_distance_against_two_real_unit_vectors(capsys):
     a = np.array([1.0, 0.0])
     b = np.array([cosine, math.sqrt(1 - cosine**2)])  # unit vector at cosine 0.8 from a
     right = float(np.linalg.norm(a - b))
-    ok, out = outcome(capsys, ex.check_unit_distance(right, cosine))
-    assert ok and "same way" in out
-    assert ex.check_unit_distance(torch.tensor(right), cosine)
-    cases = [(None, "not answered yet"), (right**2, "squared"), (1 - cosine, "cosine distance"),
-             (math.sqrt(1 - cosine), "factor 2"), (0.9, "Not quite"), ("0.63", "one number")]
+    assert_right(capsys, ex.check_unit_distance, right, "same way", cosine=cosine)
+    assert_right(capsys, ex.check_unit_distance, torch.tensor(right), cosine=cosine)
+    assert_stub_and_reveal(capsys, ex.check_unit_distance, right, cosine=cosine)
+    cases = [(right**2, "*squared*"), (1 - cosine, "cosine distance"), (math.sqrt(1 - cosine), "factor 2"),
+             (0.9, "Not quite"), ("0.63", "one number")]
     for answer, words in cases:
-        ok, out = outcome(capsys, ex.check_unit_distance(answer, cosine))
-        assert not ok and words in out, (words, out)
+        assert_wrong(capsys, ex.check_unit_distance, answer, words, right, cosine=cosine)

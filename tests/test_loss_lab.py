@@ -1,5 +1,5 @@
-"""The loss playground: its logic (`labkit.course.playground`), its widgets (`labkit.course.loss_lab`) and the checkers of
-notebook 08 (`labkit.course.exercises.loss_playground`).
+"""The loss playground: its logic (`labkit.course.playground`) and its widgets (`labkit.course.loss_lab`). The
+checkers of notebook 08 are tested in test_exercises_loss_playground.py.
 
 References are written here independently: the pairs / triplets built from the cloud with plain Python
 loops, the losses constructed directly from `labkit.losses`, gradients from autograd on those, and the
@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from labkit import losses as L
 from labkit.distances import BatchHardTripletLossDistanceFunction as BatchDistances
 from labkit.distances import TripletDistanceMetric, euclidean_distance
-from labkit.course.exercises import loss_playground as exercises
 from labkit.losses.pairs import SiameseDistanceMetric
 from labkit.mining import classify_triplets, hardest_negative, hardest_positive, TripletKind
 from labkit.course.playground import (
@@ -339,40 +338,3 @@ def test_widgets_use_nothing_ipywidgets_7_lacks():
     assert not keywords & IPYWIDGETS_8_ONLY_ARGUMENTS
     strings = {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)}
     assert not any(s.startswith(("font_", "text_color")) for s in strings)  # style keys added in 8.0
-
-
-# ----------------------------------------------------------------------------------------------
-# The exercises of notebook 08
-# ----------------------------------------------------------------------------------------------
-def test_check_hard_anchors(capsys):
-    playground = exercises.outlier_playground()
-    dist = euclidean_distance(playground.points)
-    positive, negative = hardest_positive(dist, playground.labels), hardest_negative(dist, playground.labels)
-    hard = (negative.values <= positive.values).nonzero().flatten().tolist()
-    assert exercises.check_hard_anchors(hard) is True
-    assert exercises.check_hard_anchors(torch.tensor(hard)) is True
-    assert exercises.check_hard_anchors(None) is False and "not answered" in capsys.readouterr().out
-    assert exercises.check_hard_anchors(hard[:3]) is False and "left out" in capsys.readouterr().out
-    assert exercises.check_hard_anchors(hard + [11]) is False and "[11] are not hard" in capsys.readouterr().out
-    assert exercises.check_hard_anchors("all") is False and "list of point indices" in capsys.readouterr().out
-
-
-def test_check_largest_margin(capsys):
-    assert exercises.check_largest_margin(3 ** 0.5) is True  # the chord of 120 degrees
-    assert exercises.check_largest_margin(2.0, num_classes=2) is True
-    assert exercises.check_largest_margin(2.0) is False and "diameter" in capsys.readouterr().out
-    assert exercises.check_largest_margin(1.0) is False and "you got 1" in capsys.readouterr().out
-    assert exercises.check_largest_margin(None) is False and "not answered" in capsys.readouterr().out
-
-
-def test_check_gradient_on_point_0(capsys):
-    # By hand: anchor 0 pulls to 1 and pushes from 2; point 0 is anchor 1's positive and anchor 2's negative.
-    points, _ = exercises.gradient_cloud()
-    x0, x1, x2 = points[0], points[1], points[2]
-    unit = lambda a, b: (a - b) / (a - b).norm()  # noqa: E731  d||a - b|| / da
-    by_hand = (unit(x0, x1) - unit(x0, x2) + unit(x0, x1) - unit(x0, x2)) / 4
-    assert exercises.check_gradient_on_point_0(by_hand) is True
-    assert exercises.check_gradient_on_point_0(-by_hand) is False and "sign" in capsys.readouterr().out
-    assert exercises.check_gradient_on_point_0(4 * by_hand) is False and "divide" in capsys.readouterr().out
-    assert exercises.check_gradient_on_point_0(by_hand / 2) is False and "Hint" in capsys.readouterr().out
-    assert exercises.check_gradient_on_point_0(None) is False and "not answered" in capsys.readouterr().out

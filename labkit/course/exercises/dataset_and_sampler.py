@@ -1,7 +1,8 @@
 """Checkers for the exercises of notebooks/02_dataset_and_sampler.ipynb.
 
 Each takes your answer and the inputs of the exercise, computes the right answer with labkit, and prints
-what is right or a hint at what is off. Each returns True/False.
+whether it is right, or which step to recheck (never the answer itself). Add ``reveal=True`` to see the
+solution. Each returns True/False.
 """
 from __future__ import annotations
 
@@ -9,96 +10,97 @@ import numpy as np
 import torch
 
 from labkit.course.batch_composition import triplet_counts
-from labkit.course.exercises import describe_difference, report
+from labkit.course.exercises import Exercise, Slip, check_number, check_with
 from labkit.sampling import PKBatchSampler
 
-
-def _as_int(answer):
-    """The answer as an int if it is a whole number (int, NumPy or tensor scalar, 14.0), else None."""
-    try:
-        value = float(answer.item() if hasattr(answer, "item") else answer)
-    except (TypeError, ValueError):
-        return None
-    return int(value) if value.is_integer() else None
+# The notebook's inputs (what `solutions` uses when it is given none).
+NOTEBOOK_CLASS_SIZES, NOTEBOOK_P, NOTEBOOK_K = (23, 9, 7, 6, 4), 3, 2
+NOTEBOOK_BATCH_LABELS = ("x", "y", "x", "z", "x", "y", "w", "x", "z", "y")
+NOTEBOOK_LOADER_P, NOTEBOOK_LOADER_K = 4, 4
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Exercise 1: the epoch length of a P×K sampler
 # ----------------------------------------------------------------------------------------------------------
-def check_epoch_length(answer, class_sizes, p: int, k: int) -> bool:
-    """How many P×K batches does one epoch have for classes of these sizes?"""
+def _epoch_length(class_sizes=NOTEBOOK_CLASS_SIZES, p: int = NOTEBOOK_P, k: int = NOTEBOOK_K) -> Exercise:
     sizes = np.asarray(class_sizes, dtype=np.int64)
     expected = len(PKBatchSampler(np.repeat(np.arange(len(sizes)), sizes), p=p, k=k))
     groups = sizes // k
-    if answer is None:
-        return report(False, "", f"You have not answered yet. Hint: shuffle each class and cut it into groups of "
-                                 f"k={k}; a batch takes one group from each of p={p} different classes.")
-    value = _as_int(answer)
-    if value is None:
-        return report(False, "", f"Give a whole number of batches; you gave {answer!r}.")
-    if value == expected:
-        return report(True, f"Right: {expected} batches. The classes give {groups.tolist()} groups of {k} "
-                            f"({int(groups.sum())} in all), and {expected} batches of {p} distinct classes is the "
-                            f"most they can fill; {int(sizes.sum()) - expected * p * k} examples sit out this epoch "
-                            "(different ones next epoch).", "")
     naive_groups = int(groups.sum()) // p
-    if value == int(sizes.sum()) // (p * k) and value != naive_groups:
-        return report(False, "", f"{value} divides all {int(sizes.sum())} examples by p·k. But each class is cut "
-                                 f"into groups of {k}: the n % k left over in every class cannot fill a group. "
-                                 "Count the groups per class (n // k) first.")
-    if value == naive_groups:
-        biggest = int(groups.argmax())
-        return report(False, "", f"{value} = (total groups) // p counts the groups, but a batch needs p "
-                                 f"*different* classes: class {biggest} has {int(groups[biggest])} groups and can "
-                                 f"give at most one to each batch. Find the largest B with "
-                                 f"sum over classes of min(groups, B) >= p·B.")
-    if value > expected:
-        return report(False, "", f"Too many: {describe_difference(value, expected)}. With {value} batches some batch "
-                                 "would need a class twice or a group that does not exist.")
-    return report(False, "", f"Too few: {describe_difference(value, expected)}. Each class gives n // k groups; "
-                             "the sampler fills as many batches of p distinct classes as those groups allow.")
+    all_examples = int(sizes.sum()) // (p * k)
+    slips = [Slip(naive_groups, "(total groups) // p",
+                  f"the classes: a batch needs p = {p} *different* classes, so a class gives at most one group to "
+                  "each batch. Find the largest B with sum over classes of min(groups, B) >= p·B")]
+    if all_examples != naive_groups:
+        slips.insert(0, Slip(all_examples, "all the examples divided by p·k",
+                             f"the groups: each class is cut into groups of k = {k}, and the n % k left over in every "
+                             "class cannot fill one. Count the groups per class (n // k) first"))
+    slips += [
+        Slip(lambda value: value > expected, "more batches than the groups can fill",
+             "the groups per class: with that many batches some batch would need a class twice, or a group that "
+             "does not exist"),
+        Slip(lambda value: value < expected, "fewer batches than the groups allow",
+             "the groups per class (n // k): the sampler fills as many batches of p distinct classes as they allow"),
+    ]
+    return Exercise(
+        checker="check_epoch_length", with_inputs=True, expected=expected, slips=tuple(slips),
+        hint=f"shuffle each class and cut it into groups of k={k}; a batch takes one group from each of p={p} "
+             "different classes",
+        success=f"{expected} batches. The classes give {groups.tolist()} groups of {k} ({int(groups.sum())} in all), "
+                f"and {expected} batches of {p} distinct classes is the most they can fill; "
+                f"{int(sizes.sum()) - expected * p * k} examples sit out this epoch (different ones next epoch)",
+        why=f"the classes give {groups.tolist()} groups of {k}; {expected} is the largest B with "
+            f"sum over classes of min(groups, B) >= {p}·B")
+
+
+def check_epoch_length(answer, class_sizes, p: int, k: int, reveal: bool = False) -> bool:
+    """How many P×K batches does one epoch have for classes of these sizes? A whole number.
+
+    A wrong answer gets the step to recheck; ``check_epoch_length(answer, class_sizes, p, k, reveal=True)``
+    prints the solution.
+    """
+    return check_number(answer, _epoch_length(class_sizes, p, k), whole=True, reveal=reveal)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Exercise 2: valid triplets in a batch
 # ----------------------------------------------------------------------------------------------------------
-def check_valid_triplets(answer, batch_labels) -> bool:
-    """How many valid (anchor, positive, negative) triplets does a batch with these labels hold?"""
+def _valid_triplets(batch_labels=NOTEBOOK_BATCH_LABELS) -> Exercise:
     labels = list(batch_labels.tolist() if hasattr(batch_labels, "tolist") else batch_labels)
     counts = triplet_counts(labels)
     expected = counts["valid_triplets"]
     size = len(labels)
     _, per_class = np.unique(np.asarray(labels, dtype=object).astype(str), return_counts=True)
-    if answer is None:
-        return report(False, "", "You have not answered yet. Hint: for each anchor, count its positives (same "
-                                 "label, not itself) and its negatives (other labels); it makes "
-                                 "positives × negatives triplets. Add up over the anchors.")
-    value = _as_int(answer)
-    if value is None:
-        return report(False, "", f"Give a whole number of triplets; you gave {answer!r}.")
-    if value == expected:
-        return report(True, f"Right: {expected} valid triplets. Anchors without a positive (they take part in "
-                            f"none): {counts['anchors_without_positive']} of {size}. A class with m examples gives "
-                            "m·(m-1)·(B-m).", "")
-    wrong = {
-        counts["positive_pairs"]: "is the number of (anchor, positive) pairs. Each pair makes one triplet "
-                                  "with every negative of the anchor: multiply by the number of negatives.",
-        int((per_class**2 * (size - per_class)).sum()): "lets an anchor be its own positive. A positive must be "
-                                                        "another example (p ≠ a): a class with m examples gives "
-                                                        "m·(m-1) pairs, not m².",
-        size**3: "counts every triple of positions. Most are not triplets: the positive needs the anchor's "
-                 "label, the negative another label.",
-        size * (size - 1) * (size - 2) // 6: "counts the unordered triples of distinct examples. Only those "
-                                              "with a same-label pair and one other-label example are triplets.",
-    }
+    slips = [
+        Slip(counts["positive_pairs"], "the number of (anchor, positive) pairs",
+             "the negatives: each pair makes one triplet with every negative of its anchor"),
+        Slip(int((per_class**2 * (size - per_class)).sum()), "a count where an anchor is its own positive",
+             "the positives: a positive is another example (p ≠ a), so a class with m examples gives m·(m-1) "
+             "pairs, not m²"),
+        Slip(size**3, "every triple of positions",
+             "the definition: the positive needs the anchor's label, the negative another label"),
+        Slip(size * (size - 1) * (size - 2) // 6, "the unordered triples of distinct examples",
+             "the definition: only a same-label pair plus one other-label example is a triplet, and order counts"),
+    ]
     if expected % 2 == 0:
-        wrong.setdefault(expected // 2, "counts each (anchor, positive) pair once, unordered. (a, p, n) and "
-                                        "(p, a, n) are two triplets: the anchor differs. Count ordered pairs.")
-    if value in wrong:
-        return report(False, "", f"{value} {wrong[value]}")
-    return report(False, "", f"Not quite: {describe_difference(value, expected)}. Hint: group the batch by class; "
-                             "with B examples in the batch and m in a class, each anchor of that class has m-1 "
-                             "positives and B-m negatives.")
+        slips.append(Slip(expected // 2, "each (anchor, positive) pair counted once, unordered",
+                          "the order: (a, p, n) and (p, a, n) are two triplets, with different anchors"))
+    return Exercise(
+        checker="check_valid_triplets", with_inputs=True, expected=expected, slips=tuple(slips),
+        hint="for each anchor, count its positives (same label, not itself) and its negatives (other labels); it "
+             "makes positives × negatives triplets. Add up over the anchors",
+        success=f"{expected} valid triplets. Anchors without a positive (they take part in none): "
+                f"{counts['anchors_without_positive']} of {size}. A class with m examples gives m·(m-1)·(B-m)",
+        why="a class with m of the B examples gives m·(m-1)·(B-m) triplets; add up over the classes")
+
+
+def check_valid_triplets(answer, batch_labels, reveal: bool = False) -> bool:
+    """How many valid (anchor, positive, negative) triplets does a batch with these labels hold?
+
+    A wrong answer gets the step to recheck; ``check_valid_triplets(answer, batch_labels, reveal=True)``
+    prints the solution.
+    """
+    return check_number(answer, _valid_triplets(batch_labels), whole=True, reveal=reveal)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -108,54 +110,69 @@ _LOADER_RECIPE = ("DataLoader(TextDataset(texts, labels), batch_sampler=PKBatchS
                   "collate_fn=Collate(tokenizer, max_length=...))")
 
 
-def check_pk_loader(loader, p: int, k: int) -> bool:
-    """Does ``loader`` yield (features, labels) batches of p classes × k examples, padded dynamically?
+def _pk_loader(p: int = NOTEBOOK_LOADER_P, k: int = NOTEBOOK_LOADER_K, success: str = "") -> Exercise:
+    return Exercise(
+        checker="check_pk_loader", with_inputs=True, expected=None, success=success,
+        shown=_LOADER_RECIPE.replace("p=p, k=k", f"p={p}, k={k}"),
+        hint="a DataLoader takes the P×K sampler as batch_sampler= and the tokenizing Collate as collate_fn=",
+        why="the sampler yields whole batches of indices (so no batch_size or shuffle), and Collate pads each "
+            "batch to its longest text")
 
-    Looks at the loader's first batch without moving the sampler on to the next epoch.
-    """
+
+def _loader_problem(loader, p: int, k: int) -> tuple[str | None, str]:
+    """What is off with a learner's loader (None if nothing), and the success sentence if nothing is."""
     from torch.utils.data import BatchSampler, DataLoader
 
-    if loader is None:
-        return report(False, "", f"You have not answered yet. Hint: {_LOADER_RECIPE}.")
     if not isinstance(loader, DataLoader):
-        return report(False, "", f"Give a torch DataLoader; you gave a {type(loader).__name__}. Recipe: "
-                                 f"{_LOADER_RECIPE}.")
+        return f"Give a torch DataLoader; you gave a {type(loader).__name__}.", ""
     sampler = loader.batch_sampler
     if not isinstance(sampler, PKBatchSampler):
         where = ("You passed batch_size= or sampler=, so the DataLoader made plain batches. "
                  if isinstance(sampler, BatchSampler) or sampler is None else "")
-        return report(False, "", f"{where}Pass the P×K sampler as batch_sampler=PKBatchSampler(...) (it yields "
-                                 "whole batches of indices), and leave batch_size and shuffle out.")
+        return (f"{where}Pass the P×K sampler as batch_sampler=PKBatchSampler(...) (it yields whole batches of "
+                "indices), and leave batch_size and shuffle out."), ""
     if (sampler.p, sampler.k) != (p, k):
-        return report(False, "", f"Your sampler makes batches of p={sampler.p} classes × k={sampler.k}; the "
-                                 f"exercise asks for p={p}, k={k}.")
+        return (f"Your sampler makes batches of p={sampler.p} classes × k={sampler.k}; the exercise asks for "
+                f"p={p}, k={k}."), ""
     if len(loader.dataset) != len(sampler.class_codes):
-        return report(False, "", f"The dataset has {len(loader.dataset)} rows but the sampler was given "
-                                 f"{len(sampler.class_codes)} labels: give both the same rows, in the same order.")
+        return (f"The dataset has {len(loader.dataset)} rows but the sampler was given {len(sampler.class_codes)} "
+                "labels: give both the same rows, in the same order."), ""
     epoch = sampler.epoch
     try:
         batch = next(iter(loader))
     except Exception as error:  # the learner's loader: report what broke instead of a traceback
-        return report(False, "", f"Taking a batch from your loader failed: {type(error).__name__}: {error}")
+        return f"Taking a batch from your loader failed: {type(error).__name__}: {error}", ""
     finally:
         sampler.set_epoch(epoch)
     if not (isinstance(batch, (tuple, list)) and len(batch) == 2 and isinstance(batch[0], dict)):
-        return report(False, "", "A batch should be (features, labels) with features a dict of tensors. Without "
-                                 "collate_fn the texts stay strings: pass "
-                                 "collate_fn=Collate(tokenizer, max_length=...).")
+        return ("A batch should be (features, labels) with features a dict of tensors. Without collate_fn the "
+                "texts stay strings: pass collate_fn=Collate(tokenizer, max_length=...)."), ""
     features, labels = batch
     if not isinstance(labels, torch.Tensor):
-        return report(False, "", "The batch has no label tensor: build the dataset as TextDataset(texts, labels).")
+        return "The batch has no label tensor: build the dataset as TextDataset(texts, labels).", ""
     expected_labels = sampler.classes[sampler.class_codes[sampler.batches_for_epoch(epoch)[0]]]
     if [str(label) for label in labels.tolist()] != [str(label) for label in expected_labels]:
-        return report(False, "", "The labels in the batch are not those the sampler chose for these rows: the "
-                                 "dataset's labels and the sampler's labels must be the same list, in the same order.")
+        return ("The labels in the batch are not those the sampler chose for these rows: the dataset's labels and "
+                "the sampler's labels must be the same list, in the same order."), ""
     if "input_ids" not in features or "attention_mask" not in features:
-        return report(False, "", "The features need input_ids and an attention_mask: use labkit.collate.Collate.")
+        return "The features need input_ids and an attention_mask: use labkit.collate.Collate.", ""
     width = int(features["input_ids"].shape[1])
     longest = int(features["attention_mask"].sum(dim=1).max())
     if width != longest:
-        return report(False, "", f"The batch is {width} positions wide but its longest text has {longest} tokens: "
-                                 "it is padded to max_length. Pad each batch to its longest text (Collate does).")
-    return report(True, f"Right: {len(labels)} rows = {p} classes × {k} examples, padded to {width} positions "
-                        "(its longest text after truncation), ready for one move to the device.", "")
+        return (f"The batch is {width} positions wide but its longest text has {longest} tokens: it is padded to "
+                "max_length. Pad each batch to its longest text (Collate does)."), ""
+    return None, (f"{len(labels)} rows = {p} classes × {k} examples, padded to {width} positions (its longest text "
+                  "after truncation), ready for one move to the device")
+
+
+def check_pk_loader(loader, p: int, k: int, reveal: bool = False) -> bool:
+    """Does ``loader`` yield (features, labels) batches of p classes × k examples, padded dynamically?
+
+    Looks at the loader's first batch without moving the sampler on to the next epoch. A wrong loader gets
+    what is off; ``check_pk_loader(loader, p, k, reveal=True)`` prints the recipe.
+    """
+    problem, success = (None, "") if loader is None or loader is Ellipsis else _loader_problem(loader, p, k)
+    return check_with(loader, _pk_loader(p, k, success), problem_of=lambda _: problem, reveal=reveal)
+
+
+_EXERCISES = {"epoch_length": _epoch_length, "valid_triplets": _valid_triplets, "pk_loader": _pk_loader}

@@ -1,21 +1,22 @@
 """Checkers for the exercises of notebooks/08_loss_playground.ipynb.
 
 Each checker takes your answer, computes the right one with `labkit.course.playground` (and labkit's distances),
-and prints what is right, or what is off and where to look.
+and prints whether it is right, or which step to recheck (never the answer itself). Add ``reveal=True`` to see
+the solution.
 """
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
-from labkit.distances import euclidean_distance
-from labkit.course.exercises import close, describe_difference, report
+from labkit.course.exercises import Exercise, Slip, check_array, check_indices, check_number
 from labkit.course.playground import Playground
+from labkit.distances import euclidean_distance
 
 OUTLIER_SETTINGS = {"preset": "one outlier", "seed": 0, "loss": "BatchHardTripletLoss", "distance": "euclidean",
                     "margin": 1.0}
+_OUTLIER = 3  # the class-0 point of the "one outlier" preset that sits among class 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -26,44 +27,42 @@ def outlier_playground() -> Playground:
     return Playground(**OUTLIER_SETTINGS)
 
 
-def _hard_anchors() -> list:
-    picks = outlier_playground().compute().picks
-    return sorted(int(a) for a in picks.anchor[picks.kind == "hard"])
+def _hard_anchors() -> Exercise:
+    playground = outlier_playground()
+    picks = playground.compute().picks
+    expected = frozenset(int(a) for a in picks.anchor[picks.kind == "hard"])
+    labels = playground.labels.tolist()
+    classes = [frozenset(i for i, label in enumerate(labels) if label == c) for c in sorted(set(labels))]
+    return Exercise(
+        checker="check_hard_anchors", expected=expected,
+        hint="for each anchor find its farthest classmate and its closest point of another class "
+             "(labkit.mining.hardest_positive / hardest_negative on labkit.distances.euclidean_distance); the "
+             "triplet is hard when d(a, n) <= d(a, p)",
+        success=f"anchors {sorted(expected)}. The outlier (point 3) is the farthest positive of the other class-0 "
+                "anchors and the closest negative of every class-1 anchor, and its own triplet is hard too: one "
+                "misplaced point makes two whole classes hard",
+        why="the anchors whose hardest negative is at least as close as their hardest positive (Playground(...)"
+            ".compute().picks, kind 'hard')",
+        slips=(
+            Slip(frozenset(range(len(playground.labels))), "every anchor",
+                 "each anchor's pair of picks: an anchor is hard only when d(a, n) <= d(a, p)"),
+            Slip(expected - {_OUTLIER}, "the hard anchors without the outlier itself",
+                 "the outlier's own triplet: compare its farthest classmate with its closest point of another class"),
+            *(Slip(expected & one_class, "the hard anchors of one class only",
+                   "the other classes: the outlier can be another class's closest negative")
+              for one_class in classes if expected & one_class and expected - one_class),
+        ))
 
 
-def _as_index_set(answer):
-    try:
-        values = np.asarray(answer.detach().cpu() if hasattr(answer, "detach") else answer).reshape(-1)
-        if values.dtype.kind not in "iu" and not (values.dtype.kind == "f" and np.all(values == np.round(values))):
-            return None
-        return {int(v) for v in values}
-    except (TypeError, ValueError):
-        return None
-
-
-def check_hard_anchors(answer) -> bool:
+def check_hard_anchors(answer, reveal: bool = False) -> bool:
     """The anchors whose batch-hard triplet is *hard* (hardest negative at least as close as the hardest
-    positive) on `outlier_playground()`, as a list of point indices."""
-    expected = set(_hard_anchors())
-    hint = ("Hint: for each anchor find its farthest classmate and its closest point of another class "
-            "(labkit.mining.hardest_positive / hardest_negative on labkit.distances.euclidean_distance); the "
-            "triplet is hard when d(a, n) <= d(a, p).")
-    if answer is None:
-        return report(False, "", "You have not answered yet. " + hint)
-    given = _as_index_set(answer)
-    if given is None:
-        return report(False, "", f"Give a list of point indices such as [0, 5], not {answer!r}. " + hint)
-    if given == expected:
-        return report(True, f"Right: anchors {sorted(expected)}. The outlier (point 3) is the farthest positive of "
-                            "the other class-0 anchors and the closest negative of every class-1 anchor, and its "
-                            "own triplet is hard too: one misplaced point makes two whole classes hard.", "")
-    missing, extra = sorted(expected - given), sorted(given - expected)
-    parts = []
-    if missing:
-        parts.append(f"you left out {missing}: look at what each of them picked as its hardest positive or negative")
-    if extra:
-        parts.append(f"{extra} are not hard: their closest negative is farther than their farthest positive")
-    return report(False, "", "Not quite: " + "; ".join(parts) + ". " + hint)
+    positive) on `outlier_playground()`, as a list of distinct point indices, any order.
+
+    A wrong answer gets how many of yours are right (never which); ``check_hard_anchors(answer, reveal=True)``
+    prints the solution.
+    """
+    return check_indices(answer, _hard_anchors(), count=len(outlier_playground().labels), noun="anchors",
+                         reveal=reveal)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -78,27 +77,32 @@ def _best_margin_on_circle(num_classes: int) -> float:
     return float(distances[~torch.eye(num_classes, dtype=torch.bool)].min())
 
 
-def check_largest_margin(answer, num_classes: int = 3) -> bool:
-    """The largest margin for which BatchHardTripletLoss on normalised points (the unit circle) with
-    ``num_classes`` classes can reach a loss of 0, as one number."""
+def _largest_margin(num_classes: int = 3) -> Exercise:
     expected = _best_margin_on_circle(num_classes)
-    hint = ("Hint: the best the loss can do is collapse every class to one point (d(a, p) = 0) and spread the "
-            f"{num_classes} points as far apart as the circle allows; the margin must fit into the distance "
-            "between the two closest classes.")
-    if answer is None:
-        return report(False, "", "You have not answered yet. " + hint)
-    try:
-        value = float(np.asarray(answer.detach() if hasattr(answer, "detach") else answer, dtype=float).reshape(-1)[0])
-    except (TypeError, ValueError, IndexError):
-        return report(False, "", f"Give one number, not {answer!r}. " + hint)
-    if math.isclose(value, expected, rel_tol=1e-3):
-        return report(True, f"Right: {expected:.6f} (the chord of 120°, √3). With a larger margin every anchor keeps a "
-                            "positive term however the points move: the loss can never reach 0 and keeps squeezing "
-                            "each class into a single point.", "")
-    if math.isclose(value, 2.0, rel_tol=1e-3) and num_classes > 2:
-        return report(False, "", "2 is the diameter: only two points can be opposite each other. With three "
-                                 "classes the closest two are nearer than that. " + hint)
-    return report(False, "", f"Not quite: {describe_difference(value, expected)}. " + hint)
+    angle = 360 / num_classes
+    slips = [Slip(2 * math.pi / num_classes, "the arc length between two neighbouring classes",
+                  "the distance: the loss uses the straight line between the points (the chord), not the arc")]
+    if num_classes > 2:
+        slips.insert(0, Slip(2.0, "the diameter: only two points can be opposite each other",
+                             f"how far apart {num_classes} classes can be: the closest two are nearer than that"))
+    return Exercise(
+        checker="check_largest_margin", with_inputs=True, expected=expected, slips=tuple(slips),
+        hint=f"the best the loss can do is collapse every class to one point (d(a, p) = 0) and spread the "
+             f"{num_classes} points as far apart as the circle allows; the margin must fit into the distance "
+             "between the two closest classes",
+        success=f"{expected:.6f} (the chord of {angle:g}°). With a larger margin every anchor keeps a positive term "
+                "however the points move: the loss can never reach 0 and keeps squeezing each class into a single "
+                "point",
+        why=f"classes collapsed to {num_classes} evenly spread points: the closest two are a chord of {angle:g}° apart")
+
+
+def check_largest_margin(answer, num_classes: int = 3, reveal: bool = False) -> bool:
+    """The largest margin for which BatchHardTripletLoss on normalised points (the unit circle) with
+    ``num_classes`` classes can reach a loss of 0, as one number (a list of several is refused).
+
+    A wrong answer gets the step to recheck; ``check_largest_margin(answer, reveal=True)`` prints the solution.
+    """
+    return check_number(answer, _largest_margin(num_classes), rel_tol=1e-3, reveal=reveal)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -110,29 +114,35 @@ def gradient_cloud() -> tuple:
     return points, torch.tensor([0, 0, 1, 1])
 
 
-def _gradient_on_point_0() -> torch.Tensor:
+def _gradient_on_point_0() -> Exercise:
     playground = Playground(*gradient_cloud(), loss="BatchHardTripletLoss", distance="euclidean", margin=1.0)
-    return playground.compute().gradients[0]
+    expected = playground.compute().gradients[0]
+    return Exercise(
+        checker="check_gradient_on_point_0", expected=expected,
+        hint="d||x - y|| / dx = (x - y) / ||x - y||. Point 0 appears in several triplets: as an anchor, as another "
+             "anchor's hardest positive and as another anchor's hardest negative; add every active term's "
+             "derivative, then divide by the 4 anchors",
+        success=f"{expected.tolist()}. Autograd agrees (Playground(...).compute().gradients[0]); the playground's "
+                "arrows are minus these gradients",
+        why="the derivatives of every active term in which point 0 appears, added up and divided by the 4 anchors "
+            "(autograd: Playground(...).compute().gradients[0])",
+        slips=(
+            Slip(-expected, "the direction the point *moves* (minus the gradient)",
+                 "the sign: the gradient itself points uphill"),
+            Slip(4 * expected, "the gradient of the sum of the terms",
+                 "the reduction: the loss is a mean over 4 anchors, so divide by 4"),
+        ))
 
 
-def check_gradient_on_point_0(answer) -> bool:
-    """d loss / d point 0 of BatchHardTripletLoss (Euclidean, margin 1) on `gradient_cloud()`: two numbers."""
-    expected = _gradient_on_point_0()
-    hint = ("Hint: d||x - y|| / dx = (x - y) / ||x - y||. Point 0 appears in several triplets: as an anchor, as "
-            "another anchor's hardest positive and as another anchor's hardest negative; add every active term's "
-            "derivative, then divide by the 4 anchors.")
-    if answer is None:
-        return report(False, "", "You have not answered yet. " + hint)
-    try:
-        given = torch.as_tensor(np.asarray(answer.detach() if hasattr(answer, "detach") else answer, dtype=float))
-    except (TypeError, ValueError):
-        return report(False, "", f"Give two numbers (x, y), not {answer!r}. " + hint)
-    if close(given, expected, atol=1e-4):
-        return report(True, f"Right: {expected.tolist()}. Autograd agrees (Playground(...).compute().gradients[0]); "
-                            "the playground's arrows are minus these gradients.", "")
-    if given.shape == expected.shape and close(given, -expected, atol=1e-4):
-        return report(False, "", "The sign is flipped: that is the direction the point *moves* (minus the "
-                                 "gradient), not the gradient itself.")
-    if given.shape == expected.shape and close(given, 4 * expected, atol=1e-4):
-        return report(False, "", "You forgot to divide by the number of anchors: the loss is a mean over 4 anchors.")
-    return report(False, "", f"Not quite: {describe_difference(given, expected)}. " + hint)
+def check_gradient_on_point_0(answer, reveal: bool = False) -> bool:
+    """d loss / d point 0 of BatchHardTripletLoss (Euclidean, margin 1) on `gradient_cloud()`: two numbers.
+
+    A wrong answer gets the step to recheck; ``check_gradient_on_point_0(answer, reveal=True)`` prints the
+    solution.
+    """
+    return check_array(answer, _gradient_on_point_0(), atol=1e-4, reveal=reveal,
+                       shape_hint="Give the two coordinates (x, y) of the gradient.")
+
+
+_EXERCISES = {"hard_anchors": _hard_anchors, "largest_margin": _largest_margin,
+              "gradient_on_point_0": _gradient_on_point_0}

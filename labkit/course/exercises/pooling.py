@@ -1,16 +1,16 @@
 """Checkers for the exercises of notebooks/03_pooling.ipynb.
 
 `exercise_batch()` gives the toy batch the pooling exercises use; each checker takes your answer,
-computes the right one with `labkit.pooling`, and prints what is right or a hint at what is off.
+computes the right one with `labkit.pooling`, and prints whether it is right, or which step to recheck (never
+the answer itself). Add ``reveal=True`` to see the solution.
 """
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
-from labkit.course.exercises import close, describe_difference, report
+from labkit.course.exercises import Exercise, Slip, check_array, check_number
 from labkit.pooling import max_pooling, mean_pooling
 
 
@@ -32,88 +32,83 @@ def exercise_batch() -> tuple:
     return token_embeddings, attention_mask
 
 
-def _shape_hint(answer, expected) -> str | None:
-    try:
-        if isinstance(answer, str):
-            raise TypeError
-        shape = np.asarray(answer.detach().cpu() if hasattr(answer, "detach") else answer, dtype=float).shape
-    except (TypeError, ValueError):
-        return f"Give a tensor or array, not {type(answer).__name__}."
-    if shape != tuple(expected.shape):
-        return (f"Your answer has shape {shape}; pooling gives one vector per sentence, shape "
-                f"{tuple(expected.shape)} (batch, dim): reduce over the token axis, dim=1.")
-    return None
+_SHAPE_HINT = "Pooling gives one vector per sentence, shape (batch, dim): reduce over the token axis, dim=1."
 
 
-def check_masked_mean(answer) -> bool:
-    """Mean pooling of `exercise_batch()` over real tokens only."""
+def _masked_mean() -> Exercise:
     h, mask = exercise_batch()
-    expected = mean_pooling(h, mask)
-    if answer is None:
-        return report(False, "", "You have not answered yet. Hint: zero the padding rows by multiplying with "
-                                 "mask[..., None], sum over the token axis (dim=1), divide by the real-token count.")
-    if close(answer, expected):
-        return report(True, "Right: padding is left out of both the sum and the count. Same as "
-                            "labkit.pooling.mean_pooling(h, mask).", "")
-    wrong_shape = _shape_hint(answer, expected)
-    if wrong_shape:
-        return report(False, "", wrong_shape)
-    if close(answer, h.mean(dim=1)):
-        return report(False, "", "That is the plain mean over all 4 positions: padding got averaged in and pulls "
-                                 "sentence 1 towards the padding vector. Multiply by the mask and divide by the real-token count.")
     summed = (h * mask[..., None]).sum(dim=1)
-    if close(answer, summed):
-        return report(False, "", "That is the masked *sum*. Divide by the number of real tokens per sentence.")
-    if close(answer, summed / h.shape[1]):
-        return report(False, "", "The sum is masked, but you divided by all 4 positions; divide by "
-                                 "mask.sum(dim=1, keepdim=True), the real-token count of each sentence.")
-    return report(False, "", f"Not quite: {describe_difference(answer, expected)}.")
+    return Exercise(
+        checker="check_masked_mean", expected=mean_pooling(h, mask),
+        hint="zero the padding rows by multiplying with mask[..., None], sum over the token axis (dim=1), divide "
+             "by the real-token count",
+        success="padding is left out of both the sum and the count. Same as labkit.pooling.mean_pooling(h, mask)",
+        why="(h * mask[..., None]).sum(dim=1) / mask.sum(dim=1, keepdim=True)",
+        slips=(
+            Slip(h.mean(dim=1), "the plain mean over all 4 positions: padding got averaged in",
+                 "the mask: multiply by it before the sum, and divide by the real-token count"),
+            Slip(summed, "the masked *sum*", "the last step: divide by the number of real tokens per sentence"),
+            Slip(summed / h.shape[1], "a masked sum divided by all 4 positions",
+                 "the count: divide by mask.sum(dim=1, keepdim=True), the real-token count of each sentence"),
+        ))
 
 
-def check_masked_max(answer) -> bool:
-    """Max pooling of `exercise_batch()` over real tokens only."""
+def check_masked_mean(answer, reveal: bool = False) -> bool:
+    """Mean pooling of `exercise_batch()` over real tokens only: a (2, 3) tensor.
+
+    A wrong answer gets the step to recheck; ``check_masked_mean(answer, reveal=True)`` prints the solution.
+    """
+    return check_array(answer, _masked_mean(), shape_hint=_SHAPE_HINT, reveal=reveal)
+
+
+def _masked_max() -> Exercise:
     h, mask = exercise_batch()
-    expected = max_pooling(h, mask)
-    if answer is None:
-        return report(False, "", "You have not answered yet. Hint: put −inf at the padding positions "
-                                 "(masked_fill with mask[..., None] == 0), then take the max over the token axis, dim=1.")
-    if close(answer, expected):
-        return report(True, "Right: with padding at −inf it can never be the maximum. Same as "
-                            "labkit.pooling.max_pooling(h, mask).", "")
-    wrong_shape = _shape_hint(answer, expected)
-    if wrong_shape:
-        return report(False, "", wrong_shape)
-    if close(answer, h.max(dim=1).values):
-        return report(False, "", "That is the max over all positions: padding values beat the negative values "
-                                 "of real tokens. Put −inf at padding positions before the max.")
-    if close(answer, (h * mask[..., None]).max(dim=1).values):
-        return report(False, "", "Multiplying by the mask sets padding to 0, and 0 is larger than the negative "
-                                 "values here. Use −inf at padding positions instead (masked_fill).")
-    if close(answer, h.masked_fill(mask[..., None] == 0, float("inf")).min(dim=1).values):
-        return report(False, "", "That is the masked minimum; take the maximum.")
-    return report(False, "", f"Not quite: {describe_difference(answer, expected)}.")
+    return Exercise(
+        checker="check_masked_max", expected=max_pooling(h, mask),
+        hint="put −inf at the padding positions (masked_fill with mask[..., None] == 0), then take the max over "
+             "the token axis, dim=1",
+        success="with padding at −inf it can never be the maximum. Same as labkit.pooling.max_pooling(h, mask)",
+        why="h.masked_fill(mask[..., None] == 0, -inf).max(dim=1).values",
+        slips=(
+            Slip(h.max(dim=1).values, "the max over all positions: padding values beat the negative values of "
+                                      "real tokens", "the mask: put −inf at padding positions before the max"),
+            Slip((h * mask[..., None]).max(dim=1).values, "a max after multiplying by the mask",
+                 "the padding value: 0 is larger than the negative values here, use −inf (masked_fill)"),
+            Slip(h.masked_fill(mask[..., None] == 0, float("inf")).min(dim=1).values, "the masked minimum",
+                 "the reduction: take the maximum"),
+        ))
 
 
-def check_unit_distance(answer, cosine: float = 0.8) -> bool:
-    """Euclidean distance ‖a − b‖ between two unit vectors whose cosine similarity is `cosine`."""
+def check_masked_max(answer, reveal: bool = False) -> bool:
+    """Max pooling of `exercise_batch()` over real tokens only: a (2, 3) tensor.
+
+    A wrong answer gets the step to recheck; ``check_masked_max(answer, reveal=True)`` prints the solution.
+    """
+    return check_array(answer, _masked_max(), shape_hint=_SHAPE_HINT, reveal=reveal)
+
+
+def _unit_distance(cosine: float = 0.8) -> Exercise:
     expected = math.sqrt(2 - 2 * cosine)
-    if answer is None:
-        return report(False, "", "You have not answered yet. Hint: for unit vectors ‖a − b‖² = 2 − 2·cos(a, b).")
-    try:
-        if isinstance(answer, str):
-            raise TypeError
-        value = float(answer.item() if hasattr(answer, "item") else answer)
-    except (TypeError, ValueError):
-        return report(False, "", f"Give one number, not {type(answer).__name__}.")
-    if math.isclose(value, expected, abs_tol=1e-4):
-        return report(True, f"Right: ‖a − b‖ = √(2 − 2·{cosine}) = {expected:.4f}. On unit vectors distance and "
-                            "cosine carry the same information, so they rank neighbours the same way.", "")
-    if math.isclose(value, 2 - 2 * cosine, abs_tol=1e-4):
-        return report(False, "", f"{value:.4f} is the *squared* distance ‖a − b‖²; take the square root.")
-    if math.isclose(value, 1 - cosine, abs_tol=1e-4):
-        return report(False, "", f"{value:.4f} is the cosine distance 1 − cos, not the Euclidean distance. "
-                                 "Expand ‖a − b‖² = a·a − 2a·b + b·b with a·a = b·b = 1.")
-    if math.isclose(value, math.sqrt(1 - cosine), abs_tol=1e-4):
-        return report(False, "", "Almost: ‖a − b‖² = a·a + b·b − 2a·b = 1 + 1 − 2·cos. Check the factor 2.")
-    return report(False, "", f"Not quite: you got {value:.6g}, expected {expected:.6g}. "
-                             "Hint: expand ‖a − b‖² = a·a − 2a·b + b·b and use a·a = b·b = 1, a·b = cos.")
+    return Exercise(
+        checker="check_unit_distance", with_inputs=True, expected=expected,
+        hint="for unit vectors ‖a − b‖² = a·a − 2a·b + b·b, with a·a = b·b = 1 and a·b = cos(a, b)",
+        success=f"‖a − b‖ = √(2 − 2·{cosine}) = {expected:.4f}. On unit vectors distance and cosine carry the "
+                "same information, so they rank neighbours the same way",
+        why=f"‖a − b‖² = 1 + 1 − 2·cos = 2 − 2·{cosine}; take the square root",
+        slips=(
+            Slip(2 - 2 * cosine, "the *squared* distance ‖a − b‖²", "the last step: take the square root"),
+            Slip(1 - cosine, "the cosine distance 1 − cos, not the Euclidean distance",
+                 "the expansion ‖a − b‖² = a·a − 2a·b + b·b with a·a = b·b = 1"),
+            Slip(math.sqrt(1 - cosine), "a slip in the factor 2", "‖a − b‖² = a·a + b·b − 2a·b = 1 + 1 − 2·cos"),
+        ))
+
+
+def check_unit_distance(answer, cosine: float = 0.8, reveal: bool = False) -> bool:
+    """Euclidean distance ‖a − b‖ between two unit vectors whose cosine similarity is `cosine`: one number.
+
+    A wrong answer gets the step to recheck; ``check_unit_distance(answer, reveal=True)`` prints the solution.
+    """
+    return check_number(answer, _unit_distance(cosine), rel_tol=0, abs_tol=1e-4, reveal=reveal)
+
+
+_EXERCISES = {"masked_mean": _masked_mean, "masked_max": _masked_max, "unit_distance": _unit_distance}

@@ -3,13 +3,14 @@
 Exercise 1: the largest value the article's batch-hard loss can take on unit vectors. Exercise 2: the
 classification loss of a tiny batch by hand. Exercise 3: the article's learning-rate schedule in steps.
 Each checker computes the right answer with labkit (``labkit.course.article``, ``labkit.losses.classification``)
-and prints what is right, or which slip the answer looks like.
+and prints whether it is right, or which slip the answer looks like and which step to recheck (never the
+answer itself). Add ``reveal=True`` to see the solution.
 """
 from __future__ import annotations
 
 import torch
 
-from labkit.course.exercises import first_slip, matches, numeric_answer, report
+from labkit.course.exercises import Exercise, Field, Slip, check_fields, check_number, show_fields
 
 # Exercise 1: the article's loss (nn.TripletMarginLoss, margin 1.0) on L2-normalised embeddings.
 MARGIN = 1.0
@@ -24,43 +25,49 @@ LABELS = (0, 1, 0)
 TRAIN_PASSAGES, BATCH_SIZE, EPOCHS = 12_000, 32, 15
 
 
-def worst_case_batch() -> tuple[torch.Tensor, torch.Tensor]:
+def _worst_case_batch() -> tuple[torch.Tensor, torch.Tensor]:
     """Unit vectors where every anchor's positive is opposite it and a negative coincides with it."""
     e = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
     embeddings = torch.cat([e, -e, e, -e])  # classes 0, 0, 1, 1
     return embeddings, torch.tensor([0, 0, 1, 1])
 
 
-def largest_article_loss(margin: float = MARGIN) -> float:
-    """The article's loss on :func:`worst_case_batch`: d(a,p) = 2 (the sphere's diameter), d(a,n) = 0."""
+def _largest_article_loss(margin: float = MARGIN) -> float:
+    """The article's loss on :func:`_worst_case_batch`: d(a,p) = 2 (the sphere's diameter), d(a,n) = 0."""
     from labkit.course.article import article_batch_hard_loss
 
-    embeddings, labels = worst_case_batch()
+    embeddings, labels = _worst_case_batch()
     return float(article_batch_hard_loss(embeddings, labels, margin=margin))
 
 
-def check_largest_loss(answer) -> bool:
-    """Exercise 1: the largest value the article's loss can take on unit vectors with margin 1.0."""
-    hint = ("On the unit sphere a distance lies between 0 and 2. Make d(a,p) as large and d(a,n) as small as "
-            "they can be, then apply max(d(a,p) - d(a,n) + margin, 0).")
-    value = numeric_answer(answer, hint)
-    if value is None:
-        return False
-    expected = largest_article_loss()
-    if matches(value, expected, rel_tol=1e-4, abs_tol=1e-4):
-        return report(True, f"Right: {expected:.4f} = 2 - 0 + 1. So a loss near 1.0 (the article's first five "
-                            "epochs) is not 'a third of the way': it is what a collapsed model gives, "
-                            "d(a,p) = d(a,n).", "")
-    slip = first_slip(value, [
-        (2.0, "that is the largest distance; add the margin: the term is d(a,p) - d(a,n) + margin."),
-        (1.0, "that is the value when all embeddings coincide (d(a,p) = d(a,n) = 0): a collapse, not the worst case."),
-        (0.0, "that is the best case (every triplet satisfied by the margin), not the worst."),
-        (5.0, "unit vectors are at most 2 apart (opposite points): distances of 4 are impossible on the sphere."),
-    ])
-    return report(False, "", f"You got {value:.4g}: {slip}" if slip else f"You got {value:.4g}. " + hint)
+def _largest_loss() -> Exercise:
+    expected = _largest_article_loss()
+    return Exercise(
+        checker="check_largest_loss", expected=expected,
+        hint="on the unit sphere a distance lies between 0 and 2. Make d(a,p) as large and d(a,n) as small as they "
+             "can be, then apply max(d(a,p) - d(a,n) + margin, 0)",
+        success=f"{expected:.4f} = 2 - 0 + 1. So a loss near 1.0 (the article's first five epochs) is not 'a third "
+                "of the way': it is what a collapsed model gives, d(a,p) = d(a,n)",
+        why="d(a,p) = 2 (the positive opposite the anchor), d(a,n) = 0 (a negative on it): 2 - 0 + margin",
+        slips=(
+            Slip(2.0, "the largest distance", "the hinge: the term is d(a,p) - d(a,n) + margin"),
+            Slip(MARGIN, "the value when all embeddings coincide (d(a,p) = d(a,n) = 0): a collapse",
+                 "what is asked: the worst case, with d(a,p) as large and d(a,n) as small as they can be"),
+            Slip(0.0, "the best case (every triplet satisfied by the margin)", "what is asked: the worst case"),
+            Slip(4.0 + MARGIN, "a loss with distances of 4", "the distances: unit vectors are at most 2 apart "
+                                                              "(opposite points)"),
+        ))
 
 
-def classification_loss_by_labkit() -> float:
+def check_largest_loss(answer, reveal: bool = False) -> bool:
+    """Exercise 1: the largest value the article's loss can take on unit vectors with margin 1.0: one number.
+
+    A wrong answer gets the step to recheck; ``check_largest_loss(answer, reveal=True)`` prints the solution.
+    """
+    return check_number(answer, _largest_loss(), rel_tol=1e-4, abs_tol=1e-4, reveal=reveal)
+
+
+def _classification_loss_by_labkit() -> float:
     """Exercise 2's answer from `ClassificationLoss` with the exercise's head."""
     from labkit.losses.classification import ClassificationLoss
 
@@ -79,61 +86,77 @@ def _per_example_cross_entropy(use_bias: bool = True) -> torch.Tensor:
     return -torch.log_softmax(logits, dim=1)[torch.arange(len(LABELS)), torch.tensor(LABELS)]
 
 
-def check_classification_loss(answer) -> bool:
-    """Exercise 2: mean cross-entropy of `EMBEDDINGS` under the head (`HEAD_WEIGHT`, `HEAD_BIAS`) for `LABELS`."""
-    hint = ("For each embedding e: logits z_c = w_c · e + b_c for the 3 classes; its loss is "
-            "log(sum_c exp(z_c)) - z_y (y its label). Average the three.")
-    value = numeric_answer(answer, hint)
-    if value is None:
-        return False
-    expected = classification_loss_by_labkit()
-    if matches(value, expected, rel_tol=1e-3, abs_tol=1e-4):
-        return report(True, f"Right: {expected:.4f}. The third embedding (0.6, 0.8) is labelled 0 but its "
-                            "largest logit is class 1's: it carries most of the loss.", "")
+def _classification_loss() -> Exercise:
+    expected = _classification_loss_by_labkit()
     per_example = _per_example_cross_entropy()
-    slip = first_slip(value, [
-        (float(per_example.sum()), "that is the sum over the batch; the loss is the mean (divide by 3)."),
-        (float(_per_example_cross_entropy(use_bias=False).mean()), "you left out the bias b_c in the logits."),
-        (float(torch.exp(-per_example).mean()), "that is the mean probability of the true class; the loss is its "
-                                                "negative log, averaged."),
-        (float((per_example / torch.log(torch.tensor(2.0, dtype=torch.float64))).mean()),
-         "you used log base 2; cross-entropy uses the natural log."),
-    ])
-    return report(False, "", f"You got {value:.4g}: {slip}" if slip else f"You got {value:.4g}. " + hint)
+    return Exercise(
+        checker="check_classification_loss", expected=expected,
+        hint="for each embedding e: logits z_c = w_c · e + b_c for the 3 classes; its loss is log(sum_c exp(z_c)) - "
+             "z_y (y its label). Average the three",
+        success=f"{expected:.4f}. The third embedding (0.6, 0.8) is labelled 0 but its largest logit is class 1's: "
+                "it carries most of the loss",
+        why="the mean over the 3 embeddings of log(sum_c exp(w_c · e + b_c)) - z_y (ClassificationLoss)",
+        slips=(
+            Slip(float(per_example.sum()), "the sum over the batch", "the reduction: the loss is the mean (divide by 3)"),
+            Slip(float(_per_example_cross_entropy(use_bias=False).mean()), "the loss without the bias",
+                 "the logits: z_c = w_c · e + b_c"),
+            Slip(float(torch.exp(-per_example).mean()), "the mean probability of the true class",
+                 "the last step: the loss is its negative log, averaged"),
+            Slip(float((per_example / torch.log(torch.tensor(2.0, dtype=torch.float64))).mean()),
+                 "the loss in bits (log base 2)", "the logarithm: cross-entropy uses the natural log"),
+        ))
 
 
-def article_schedule() -> dict:
+def check_classification_loss(answer, reveal: bool = False) -> bool:
+    """Exercise 2: mean cross-entropy of `EMBEDDINGS` under the head (`HEAD_WEIGHT`, `HEAD_BIAS`) for `LABELS`.
+
+    A wrong answer gets the step to recheck; ``check_classification_loss(answer, reveal=True)`` prints the
+    solution.
+    """
+    return check_number(answer, _classification_loss(), rel_tol=1e-3, abs_tol=1e-4, reveal=reveal)
+
+
+def _article_schedule() -> dict:
     """Warm-up and total optimizer steps of the article's run, as its ``tv_run()`` computes them."""
     batches_per_epoch = TRAIN_PASSAGES // BATCH_SIZE  # the sampler's len()
     total = batches_per_epoch * EPOCHS
     return {"warmup_steps": total // 12, "total_steps": total}
 
 
-def check_article_schedule(answer) -> bool:
-    """Exercise 3: (warm-up steps, total steps) of the article's learning-rate schedule."""
-    expected = article_schedule()
-    hint = (f"total_steps = len(train_loader) * epochs with len = {TRAIN_PASSAGES:,} // {BATCH_SIZE}; "
-            "the warm-up is total_steps // 12.")
-    if answer is None:
-        return report(False, "", "You have not answered yet — hint: " + hint)
-    try:
-        warmup, total = (int(v) for v in answer)
-    except (TypeError, ValueError):
-        return report(False, "", f"Give a pair (warmup_steps, total_steps), got {answer!r}. " + hint)
-    problems = []
-    if total != expected["total_steps"]:
-        if total == TRAIN_PASSAGES // BATCH_SIZE:
-            problems.append(f"{total} is one epoch's batches; the schedule spans all {EPOCHS} epochs.")
-        elif total == TRAIN_PASSAGES * EPOCHS:
-            problems.append(f"{total} counts passages, not batches: divide by the batch size {BATCH_SIZE}.")
-        else:
-            problems.append(f"{total} total steps is off. " + hint)
-    if warmup != expected["warmup_steps"]:
-        if warmup == round(0.08 * expected["total_steps"]):
-            problems.append(f"{warmup} is 8 % (the article's comment); its code takes total // 12, about 8.3 %.")
-        elif total == expected["total_steps"]:
-            problems.append(f"{warmup} warm-up steps is off: total // 12 (integer division).")
-    if problems:
-        return report(False, "", " ".join(problems))
-    return report(True, f"Right: {expected['warmup_steps']} warm-up steps out of {expected['total_steps']:,}. "
-                        "A step budget of a few hundred is a few per cent of the article's training.", "")
+def _article_schedule_exercise() -> Exercise:
+    schedule = _article_schedule()
+    total, one_epoch = schedule["total_steps"], TRAIN_PASSAGES // BATCH_SIZE
+    fields = (
+        Field("warm-up steps", schedule["warmup_steps"], (
+            Slip(round(0.08 * total), "8 % of the steps (the article's comment)",
+                 "the rule in its code: total // 12, about 8.3 %"),
+            Slip(-(-total // 12), "total / 12 rounded up", "the rounding: total // 12 is an integer division"),
+            Slip(one_epoch // 12, "a twelfth of one epoch", f"the total: the schedule spans all {EPOCHS} epochs"),
+        )),
+        Field("total steps", total, (
+            Slip(one_epoch, "one epoch's batches", f"the epochs: the schedule spans all {EPOCHS}"),
+            Slip(TRAIN_PASSAGES * EPOCHS, "a count of passages, not batches",
+                 f"the batch size: divide by {BATCH_SIZE}"),
+        )),
+    )
+    return Exercise(
+        checker="check_article_schedule", expected=fields, shown=show_fields(fields),
+        hint=f"total_steps = len(train_loader) * epochs with len = {TRAIN_PASSAGES:,} // {BATCH_SIZE}; the warm-up "
+             "is total_steps // 12",
+        success=f"{schedule['warmup_steps']} warm-up steps out of {total:,}. A step budget of a few hundred is a few "
+                "per cent of the article's training",
+        why=f"{TRAIN_PASSAGES:,} // {BATCH_SIZE} = {one_epoch} batches per epoch × {EPOCHS} epochs = {total} steps, "
+            f"and {total} // 12 = {schedule['warmup_steps']} of warm-up")
+
+
+def check_article_schedule(answer, reveal: bool = False) -> bool:
+    """Exercise 3: (warm-up steps, total steps) of the article's learning-rate schedule.
+
+    A wrong answer gets a verdict per part and the step to recheck; ``check_article_schedule(answer,
+    reveal=True)`` prints the solution.
+    """
+    return check_fields(answer, _article_schedule_exercise(), reveal=reveal)
+
+
+_EXERCISES = {"largest_loss": _largest_loss, "classification_loss": _classification_loss,
+              "article_schedule": _article_schedule_exercise}

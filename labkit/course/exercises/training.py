@@ -1,9 +1,10 @@
 """Checkers for the exercises of notebooks/09_training.ipynb.
 
 Exercise 1: MAP@R of one query from its ranked list of results (relevant or not). Exercise 2: how many
-batches, examples and optimizer steps one epoch of P×K batches gives, with gradient accumulation. Each
-checker computes the right answer with labkit (the retrieval definition of `labkit.evaluate`, the epoch
-length of `labkit.sampling.PKBatchSampler`) and prints what is right, or which slip the answer looks like.
+examples and optimizer steps one epoch of P×K batches gives, with gradient accumulation. Each checker computes
+the right answer (MAP@R as `labkit.evaluate.retrieval_metrics` defines it, the epoch length of
+`labkit.sampling.PKBatchSampler`) and prints whether it is right, or which slip it looks like and which step
+to recheck (never the answer itself). Add ``reveal=True`` to see the solution.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import math
 
 import numpy as np
 
-from labkit.course.exercises import report
+from labkit.course.exercises import Exercise, Field, Slip, check_fields, check_number, show_fields
 
 # Exercise 1: the results of one query, best first: 1 = same class as the query, 0 = another class.
 # The query's class has R = 3 other members in the collection; one of them is only found at rank 6.
@@ -23,7 +24,7 @@ CLASS_SIZES = (7, 11, 15, 7, 11, 15, 7, 11)
 P, K, GRAD_ACCUM_STEPS = 2, 4, 2
 
 
-def map_at_r(relevance, num_relevant: int) -> float:
+def _map_at_r(relevance, num_relevant: int) -> float:
     """MAP@R of one query: (1/R) * sum over the first R results of precision@i * rel(i).
 
     The per-query quantity that `labkit.evaluate.retrieval_metrics` averages as
@@ -36,85 +37,75 @@ def map_at_r(relevance, num_relevant: int) -> float:
     return float((precision_at_i * rel).sum() / num_relevant)
 
 
-def exercise_labels() -> np.ndarray:
-    """One label per example of exercise 2: class c repeated CLASS_SIZES[c] times."""
-    return np.repeat(np.arange(len(CLASS_SIZES)), CLASS_SIZES)
+def _map_at_r_exercise() -> Exercise:
+    expected = _map_at_r(RANKING, NUM_RELEVANT)
+    rel = np.asarray(RANKING, dtype=float)
+    every_rank = float((np.cumsum(rel) / np.arange(1, len(rel) + 1) * rel).sum())
+    hits_in_r = rel[:NUM_RELEVANT].sum()
+    return Exercise(
+        checker="check_map_at_r", expected=expected,
+        hint=f"only the first R = {NUM_RELEVANT} results count; at each relevant one among them take the precision "
+             "so far (relevant found / rank), add these up and divide by R",
+        success=f"MAP@R = {expected:.4f}. Relevant items found after rank R earn nothing",
+        why="(1/R)·Σ_{i<=R} P(i)·rel(i): the precisions at the relevant results among the first R, divided by R",
+        slips=(
+            Slip(every_rank / NUM_RELEVANT, "a sum over every rank, beyond R too",
+                 "where the sum stops: MAP@R stops at rank R"),
+            Slip(float(rel[:NUM_RELEVANT].mean()), "R-precision (relevant among the first R)",
+                 "the weights: MAP@R weights each hit by the precision at its rank"),
+            Slip(expected * NUM_RELEVANT / hits_in_r, "a division by the hits in the first R",
+                 "the last step: divide by R, however many of the first R are hits"),
+        ))
 
 
-def epoch_sizes(labels=None, p: int = P, k: int = K, grad_accum_steps: int = GRAD_ACCUM_STEPS) -> dict:
+def check_map_at_r(answer, reveal: bool = False) -> bool:
+    """Exercise 1: MAP@R of the query whose results are `RANKING`, with R = `NUM_RELEVANT`: one number.
+
+    A wrong answer gets the step to recheck; ``check_map_at_r(answer, reveal=True)`` prints the solution.
+    """
+    return check_number(answer, _map_at_r_exercise(), rel_tol=0, abs_tol=1e-3, reveal=reveal)
+
+
+def _epoch_sizes(labels=None, p: int = P, k: int = K, grad_accum_steps: int = GRAD_ACCUM_STEPS) -> dict:
     """Batches, examples and optimizer steps in one epoch, as `PKBatchSampler` and `labkit.train.fit` count them."""
     from labkit.sampling import PKBatchSampler
 
-    labels = exercise_labels() if labels is None else labels
+    labels = np.repeat(np.arange(len(CLASS_SIZES)), CLASS_SIZES) if labels is None else labels
     batches = len(PKBatchSampler(labels, p, k))
     return {"batches": batches, "examples": batches * p * k, "optimizer_steps": batches // grad_accum_steps}
 
 
-def _as_number(answer):
-    if answer is None or isinstance(answer, (str, bytes, bool)):
-        return None
-    try:
-        values = np.asarray(answer, dtype=float)
-    except (TypeError, ValueError):
-        return None
-    return float(values.reshape(-1)[0]) if values.size == 1 else None
+def _epoch_sizes_exercise() -> Exercise:
+    sizes = _epoch_sizes()
+    fields = (
+        Field("examples", sizes["examples"], (
+            Slip(sum(CLASS_SIZES) // (P * K) * P * K, "every example fitting in a batch",
+                 "the groups: the n_c % K left over in each class are not used this epoch"),
+        )),
+        Field("optimizer steps", sizes["optimizer_steps"], (
+            Slip(sizes["batches"], "the number of batches",
+                 f"the accumulation: with grad_accum_steps={GRAD_ACCUM_STEPS} an optimizer step uses that many batches"),
+            Slip(math.ceil(sizes["batches"] / GRAD_ACCUM_STEPS), "a count rounded up",
+                 "the rounding: fit() takes only whole optimizer steps from an epoch (round down)"),
+        )),
+    )
+    return Exercise(
+        checker="check_epoch_sizes", expected=fields, shown=show_fields(fields),
+        hint=f"each class gives n_c // K groups of K = {K}; a batch takes P = {P} groups of different classes; an "
+             f"optimizer step takes {GRAD_ACCUM_STEPS} batches",
+        success=f"{sizes['batches']} batches of {P * K}, i.e. {sizes['examples']} examples, and "
+                f"{sizes['optimizer_steps']} optimizer steps per epoch",
+        why=f"PKBatchSampler fills {sizes['batches']} batches of {P} classes × {K}; {sizes['batches']} // "
+            f"{GRAD_ACCUM_STEPS} optimizer steps")
 
 
-def check_map_at_r(answer) -> bool:
-    """Exercise 1: MAP@R of the query whose results are `RANKING`, with R = `NUM_RELEVANT`."""
-    expected = map_at_r(RANKING, NUM_RELEVANT)
-    hint = ("Only the first R = 3 results count; at each relevant one among them take the precision so far "
-            "(relevant found / rank), add these up and divide by R.")
-    if answer is None:
-        return report(False, "", "You have not answered yet — hint: " + hint)
-    value = _as_number(answer)
-    if value is None:
-        return report(False, "", f"Give one number, got {answer!r}. " + hint)
-    if math.isclose(value, expected, abs_tol=1e-3):
-        return report(True, f"Right: MAP@R = {expected:.4f}. Relevant items found after rank R earn nothing.", "")
-    rel = np.asarray(RANKING, dtype=float)
-    everything = float((np.cumsum(rel) / np.arange(1, len(rel) + 1) * rel).sum())
-    slips = {
-        everything / NUM_RELEVANT: "you counted the relevant results beyond rank R too; MAP@R stops at rank R.",
-        float(rel[:NUM_RELEVANT].mean()): "that is R-precision (relevant among the first R); MAP@R also weights "
-                                          "each hit by the precision at its rank.",
-        map_at_r(RANKING, NUM_RELEVANT) * NUM_RELEVANT / rel[:NUM_RELEVANT].sum(): "you divided by the number of hits "
-                                                                                  "in the first R, not by R.",
-    }
-    for slip, message in slips.items():
-        if math.isclose(value, slip, abs_tol=1e-3):
-            return report(False, "", f"You got {value:.4f}: {message}")
-    return report(False, "", f"You got {value:.4g}, not the expected value. " + hint)
+def check_epoch_sizes(answer, reveal: bool = False) -> bool:
+    """Exercise 2: (examples used in one epoch, optimizer steps in one epoch) for `CLASS_SIZES`, P, K, accumulation.
+
+    A wrong answer gets a verdict per part and the step to recheck; ``check_epoch_sizes(answer, reveal=True)``
+    prints the solution.
+    """
+    return check_fields(answer, _epoch_sizes_exercise(), reveal=reveal)
 
 
-def check_epoch_sizes(answer) -> bool:
-    """Exercise 2: (examples used in one epoch, optimizer steps in one epoch) for `CLASS_SIZES`, P, K, accumulation."""
-    expected = epoch_sizes()
-    hint = (f"Each class gives n_c // K groups of K = {K}; a batch takes P = {P} groups of different classes; "
-            f"an optimizer step takes {GRAD_ACCUM_STEPS} batches.")
-    if answer is None:
-        return report(False, "", "You have not answered yet — hint: " + hint)
-    try:
-        examples, steps = (int(v) for v in answer)
-    except (TypeError, ValueError):
-        return report(False, "", f"Give a pair (examples, optimizer_steps), got {answer!r}. " + hint)
-    problems = []
-    if examples != expected["examples"]:
-        naive = sum(CLASS_SIZES) // (P * K) * P * K
-        if examples == naive:
-            problems.append(f"{examples} examples assumes every example fits in a batch; the n_c % K left over "
-                            "in each class are not used this epoch.")
-        else:
-            problems.append(f"{examples} examples is off: count the groups of K per class, then the full batches.")
-    if steps != expected["optimizer_steps"]:
-        if steps == expected["batches"]:
-            problems.append(f"{steps} is the number of batches; with grad_accum_steps={GRAD_ACCUM_STEPS} an "
-                            "optimizer step uses that many batches.")
-        elif steps == math.ceil(expected["batches"] / GRAD_ACCUM_STEPS):
-            problems.append(f"{steps} rounds up; fit() takes only whole optimizer steps from an epoch (round down).")
-        else:
-            problems.append(f"{steps} optimizer steps is off. " + hint)
-    if problems:
-        return report(False, "", " ".join(problems))
-    return report(True, f"Right: {expected['batches']} batches of {P * K}, i.e. {expected['examples']} examples, "
-                        f"and {expected['optimizer_steps']} optimizer steps per epoch.", "")
+_EXERCISES = {"map_at_r": _map_at_r_exercise, "epoch_sizes": _epoch_sizes_exercise}
