@@ -10,7 +10,7 @@ STAMP := $(VENV)/.labkit-installed
 SHARED_DATA := $(abspath ../shared/datasets)
 export LABKIT_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 
-.PHONY: lab test test-fast notebooks benchmark install clean
+.PHONY: lab test test-fast notebooks benchmark install clean student bundle
 
 # Jupyter refuses to run as root (containers, some cloud machines) unless told it is on purpose.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
@@ -27,6 +27,12 @@ test-fast: $(STAMP)  # the unit tests only, without the notebooks
 
 notebooks: $(STAMP)  # re-run every notebook in full mode and store its outputs (what the repository shows)
 	LABKIT_FAST=0 $(PY) scripts/run_notebooks.py notebooks/*.ipynb
+
+student: $(STAMP)  # workshop: student copies (answer cells blanked, their outputs removed) in build/student/notebooks/
+	$(PY) -m labkit.course.workshop student
+
+bundle: $(STAMP)  # workshop: build/labkit-course.zip (labkit + student notebooks + data card); FULL=1 for the full notebooks
+	$(PY) -m labkit.course.workshop bundle $(if $(FULL),--full,)
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/losses.py
