@@ -20,5 +20,8 @@ module                     what it is for                                       
 ``compare``                several losses on one budget, fairly                                  11
 ``clusters``               which classes an embedding confuses, with which texts                 10
 ``exercises``              the checkers of every notebook's exercises, one module per notebook   all
+                           (``exercises.solutions``: the answers, for an instructor)
+``colab``                  each notebook's first cell and the Colab links, from one URL          all
+``workshop``               student copies of the notebooks, and the course bundle (a zip)        all
 =========================  ==================================================================  ==========
 """
