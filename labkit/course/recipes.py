@@ -10,7 +10,7 @@ format, written to a temporary folder and renamed into place, so a crash never l
 ``labkit.data.cache_dir() / "models"``, in a folder whose name holds a hash of *everything that changes the
 weights*: the starting weights themselves (a hash of the model's parameters, so a model that was already
 fine-tuned never matches the pristine one), pooling and normalisation, the training texts and labels, steps,
-P, K, max length, margin, learning rate, warm-up, seed, the arithmetic precision (fp32 on a CPU, bf16/fp16 on
+P, K, max length, margin, learning rate, warm-up, seed, the arithmetic precision (bf16 or fp32 on a CPU, bf16/fp16 on
 a GPU) and a recipe version. Running notebook 10 twice, or notebook 11 after 10, loads the saved model in a
 second instead of training again; change any setting and it trains afresh. ``cache=False`` always trains and
 saves nothing. Fast mode (CI) has its own, different budget, so its 6-step model never stands in for the
