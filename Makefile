@@ -10,13 +10,18 @@ STAMP := $(VENV)/.labkit-installed
 SHARED_DATA := $(abspath ../shared/datasets)
 export LABKIT_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 
-.PHONY: lab test test-fast notebooks benchmark install clean student bundle
+.PHONY: lab test test-fast test-browser notebooks benchmark install clean student bundle
 
 # Jupyter refuses to run as root (containers, some cloud machines) unless told it is on purpose.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
+# What `make lab` serves, and extra options for it; tests/test_browser.py passes a copy of a notebook, a port, a
+# token and --no-browser, e.g. make lab LAB_ROOT=/tmp/lab LAB_ARGS="--no-browser --port=8899".
+LAB_ROOT ?= notebooks
+LAB_ARGS ?=
+
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks $(ROOT_FLAG)
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=$(LAB_ROOT) $(ROOT_FLAG) $(LAB_ARGS)
 
 test: $(STAMP)
 	LABKIT_FAST=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest tests notebooks \
@@ -24,6 +29,9 @@ test: $(STAMP)
 
 test-fast: $(STAMP)  # the unit tests only, without the notebooks
 	LABKIT_FAST=1 HF_HUB_OFFLINE=1 $(PY) -m pytest tests -p no:cacheprovider
+
+test-browser: $(STAMP)  # only the real-browser test of the lab (needs /usr/bin/chromium; make test runs it too)
+	LABKIT_FAST=1 HF_HUB_OFFLINE=1 $(PY) -m pytest tests/test_browser.py -s -p no:cacheprovider
 
 notebooks: $(STAMP)  # re-run every notebook in full mode and store its outputs (what the repository shows)
 	LABKIT_FAST=0 $(PY) scripts/run_notebooks.py notebooks/*.ipynb
