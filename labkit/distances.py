@@ -169,6 +169,16 @@ def safe_sqrt(squared: Tensor) -> Tensor:
 # The public functions below check their inputs and call these; the losses, which check their
 # inputs once per batch, call them directly (on small batches the checks would cost more than the math).
 # ----------------------------------------------------------------------------------------------
+# Above this many elements of the B x B' x D difference tensor (32 MiB of float64) the matrix product is used
+# even in float64: exactness is for worked examples, not for a large float64 batch.
+EXACT_FLOAT64_LIMIT = 1 << 22
+
+
+def _exact_float64(x: Tensor, y: Tensor) -> bool:
+    return (x.dtype == torch.float64 and y.dtype == torch.float64
+            and x.shape[0] * y.shape[0] * x.shape[1] <= EXACT_FLOAT64_LIMIT)
+
+
 def _exact_squared_euclidean(x: Tensor, y: Tensor) -> Tensor:
     # Subtract first, then square: no matrix product, so the same bits on every CPU (a BLAS picks its
     # kernel, and with it the rounding, by instruction set). Costs B·B'·D memory: meant for float64.
@@ -177,7 +187,7 @@ def _exact_squared_euclidean(x: Tensor, y: Tensor) -> Tensor:
 
 
 def _squared_euclidean_matrix(x: Tensor) -> Tensor:
-    if x.dtype == torch.float64:
+    if _exact_float64(x, x):
         # float64 is what worked examples use: their printed numbers (and ties such as d_an == d_ap between
         # symmetric points) must come out the same on every machine. Training runs in float32 below.
         return _exact_squared_euclidean(x, x)
@@ -266,7 +276,7 @@ def squared_euclidean_distance(x: Tensor, y: Optional[Tensor] = None) -> Tensor:
     y = _as_float_matrix(y, "y")
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must have the same dim, got {tuple(x.shape)} and {tuple(y.shape)}.")
-    if x.dtype == torch.float64 and y.dtype == torch.float64:
+    if _exact_float64(x, y):
         return _exact_squared_euclidean(x, y)
     with _full_precision(x.device.type):
         distances = (y * y).sum(1).unsqueeze(0) - 2.0 * (x @ y.t()) + (x * x).sum(1).unsqueeze(1)

@@ -16,7 +16,6 @@ import re
 import shutil
 import socket
 import tempfile
-import contextlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
@@ -38,16 +37,6 @@ MODEL_FILE_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "1_Pooling
 
 class ModelNotAvailableError(RuntimeError):
     """The model is neither a local folder nor in the Hugging Face cache, and the Hub cannot be reached."""
-
-
-def _encode_precision(device: torch.device, precision: str) -> str:
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise ValueError(f"precision must be 'auto', 'fp32', 'bf16' or 'fp16', got {precision!r}.")
-    if precision != "auto":
-        return precision
-    from labkit.env import bf16_supported
-
-    return "bf16" if bf16_supported(device) else "fp32"
 
 
 class EmbeddingModel(nn.Module):
@@ -121,8 +110,8 @@ class EmbeddingModel(nn.Module):
         result (the model may already do so: see `.normalize`).
 
         `precision`: "fp32" (the default: the same numbers as sentence-transformers, to the last bits that
-        matter), "bf16" / "fp16" (autocast), or "auto": bf16 where the device has native bf16 (Ampere+ GPUs,
-        CPUs with AMX / avx512_bf16), else fp32. bf16 embeddings of all-MiniLM-L6-v2 stay within 1e-2 of the
+        matter), "bf16" / "fp16" (autocast), or "auto": what `fit()` would pick (`labkit.train.precision_for`:
+        bf16 on Ampere+ GPUs and CPUs with AMX / avx512_bf16, fp16 on older GPUs, else fp32). bf16 embeddings of all-MiniLM-L6-v2 stay within 1e-2 of the
         fp32 ones in cosine (benchmarks/encode.py measures it and the speed-up).
         """
         from tqdm.auto import tqdm
@@ -130,7 +119,9 @@ class EmbeddingModel(nn.Module):
         check_texts(texts)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
-        precision = _encode_precision(self.device, precision)
+        from labkit.train import autocast, precision_for  # the same choice and context as fit()'s
+
+        precision = precision_for(self.device, precision)
         texts = list(texts)
         order = np.argsort([-len(t) for t in texts], kind="stable")
         if show_progress_bar is None:
@@ -138,10 +129,8 @@ class EmbeddingModel(nn.Module):
         was_training = self.training
         self.eval()
         chunks = []
-        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-                    if precision != "fp32" else contextlib.nullcontext())
         try:
-            with torch.inference_mode(), autocast:
+            with torch.inference_mode(), autocast(self.device, precision):
                 for start in tqdm(range(0, len(texts), batch_size), desc="encode", disable=not show_progress_bar):
                     batch = [texts[i] for i in order[start : start + batch_size]]
                     chunks.append(self(self.tokenize(batch, max_length=max_length)).float().cpu())

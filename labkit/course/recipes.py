@@ -101,13 +101,15 @@ def _data_fingerprint(frame: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def _recipe_settings(model, train: pd.DataFrame, budget: Budget, seed: int, margin: float, lr: float,
-                     warmup_ratio: float, precision: str) -> dict:
+def _recipe_settings(model, train: pd.DataFrame, dev: pd.DataFrame, budget: Budget, seed: int, margin: float,
+                     lr: float, warmup_ratio: float, precision: str) -> dict:
     return {
         "recipe": "banking77-batch-hard", "version": RECIPE_VERSION,
         "base_weights": _weights_fingerprint(model), "base_name": str(getattr(model, "name_or_path", None)),
         "pooling": getattr(model, "pooling", None), "normalize": getattr(model, "normalize", None),
         "train_data": _data_fingerprint(train), "train_rows": len(train),
+        # the checkpoint kept is the best on dev, so the dev data and how often it is read change the weights too
+        "dev_data": _data_fingerprint(dev), "eval_every": budget.eval_every,
         "steps": budget.train_steps, "batch_p": budget.batch_p, "batch_k": budget.batch_k,
         "max_length": recipe_max_length(budget), "margin": float(margin), "lr": float(lr),
         "warmup_ratio": float(warmup_ratio), "seed": seed, "precision": precision,
@@ -131,7 +133,7 @@ def cached_model_dir(model, budget: Budget | None = None, seed: int | None = Non
     from labkit.train import precision_for
 
     train, dev, _ = banking77_splits(budget, seed, data_dir)
-    settings = _recipe_settings(model, train, budget, seed, margin, lr, warmup_ratio,
+    settings = _recipe_settings(model, train, dev, budget, seed, margin, lr, warmup_ratio,
                                 precision_for(pick_device(device)))
     return models_cache_dir() / _folder_name(settings)
 
@@ -228,7 +230,7 @@ def train_banking77_batch_hard(
     device = pick_device(device)
     folder = None
     if cache:
-        settings = _recipe_settings(model, train, budget, seed, margin, lr, warmup_ratio, precision_for(device))
+        settings = _recipe_settings(model, train, dev, budget, seed, margin, lr, warmup_ratio, precision_for(device))
         folder = models_cache_dir() / _folder_name(settings)
         if (folder / RECIPE_FILE).exists() and _load_cached(model.to(device), folder):
             print(f"Loaded the trained model from the cache: {folder}")
