@@ -15,6 +15,7 @@ all take their lists of losses from it: to add a loss, add one entry there.
 """
 from labkit.losses.cached import CachedMultipleNegativesRankingLoss
 from labkit.losses.classification import ClassificationLoss
+from labkit.losses.matryoshka import MatryoshkaLoss
 from labkit.losses.pairs import ContrastiveLoss, OnlineContrastiveLoss, SiameseDistanceMetric
 from labkit.losses.ranking import (
     ContrastiveTensionLossInBatchNegatives,
@@ -40,7 +41,7 @@ __all__ = [
     "TripletLoss",
     "BatchAllTripletLoss", "BatchHardTripletLoss", "BatchHardSoftMarginTripletLoss", "BatchSemiHardTripletLoss",
     "MultipleNegativesRankingLoss", "MultipleNegativesSymmetricRankingLoss", "ContrastiveTensionLossInBatchNegatives",
-    "CachedMultipleNegativesRankingLoss", "ClassificationLoss", "SiameseDistanceMetric", "TripletDistanceMetric",
+    "CachedMultipleNegativesRankingLoss", "ClassificationLoss", "MatryoshkaLoss", "SiameseDistanceMetric", "TripletDistanceMetric",
     "BatchHardTripletLossDistanceFunction",
     "REGISTRY", "NOT_REGISTERED", "DATA_KINDS", "INPUTS", "LossEntry", "Knob", "LossArgumentError", "build_loss",
     "losses_for",

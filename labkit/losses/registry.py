@@ -40,11 +40,12 @@ applied by whoever chooses them (`labkit.course.compare`).
 
 Losses not registered
 ---------------------
-Three classes of `labkit.losses` are left out, because their constructors need more than knobs: something only a
-training run has (`NOT_REGISTERED` says why for each). Nothing builds them by name; their notebooks build them by
-hand.
+Some classes of `labkit.losses` are left out, because their constructors need more than knobs: something only a
+training run has, or another loss (`NOT_REGISTERED` says why for each). Nothing builds them by name; their
+notebooks build them by hand.
 
 * `CachedMultipleNegativesRankingLoss` runs the model itself (GradCache), so it is built around the model.
+* `MatryoshkaLoss` is a modifier: it wraps a loss you have built.
 * `SoftmaxLoss` (NLI pairs) and `ClassificationLoss` (labelled texts) own a trainable classifier head sized by the
   model's embedding dimension and the number of labels.
 
@@ -160,6 +161,8 @@ REGISTRY: dict[str, LossEntry] = {entry.name: entry for entry in (
 )}
 
 NOT_REGISTERED = {
+    "MatryoshkaLoss": "it modifies another loss (any of these, cached ones included): wrap the loss you built, "
+                      "e.g. MatryoshkaLoss(MultipleNegativesRankingLoss(), [384, 256, 128, 64])",
     "CachedMultipleNegativesRankingLoss": "it runs the model itself (GradCache), so its constructor takes the model: "
                                           "build it around your model, for (anchor, positive) pairs (notebook 07)",
     "SoftmaxLoss": "its classifier head needs embedding_dimension and num_labels, from the model and the (premise, "
