@@ -39,6 +39,10 @@ class ModelNotAvailableError(RuntimeError):
     """The model is neither a local folder nor in the Hugging Face cache, and the Hub cannot be reached."""
 
 
+def _model_inputs(features: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {k: v for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+
+
 class EmbeddingModel(nn.Module):
     """A transformer encoder followed by pooling (and optional L2 normalisation).
 
@@ -88,9 +92,20 @@ class EmbeddingModel(nn.Module):
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
         """Token vectors from the transformer, pooled over the real tokens, normalised if the model says so."""
-        inputs = {k: v for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-        token_embeddings = self.transformer(**inputs).last_hidden_state
-        embeddings = pool(token_embeddings, features["attention_mask"], self.pooling)
+        token_embeddings = self.transformer(**_model_inputs(features)).last_hidden_state
+        return self._pool(token_embeddings, features["attention_mask"])
+
+    def layer_embeddings(self, features: dict[str, Tensor]) -> list[Tensor]:
+        """One embedding per text after each layer: ``[0]`` pools the token embeddings before the first
+        transformer layer, ``[-1]`` equals `forward` (pooled and normalised the same way). One model pass.
+
+        What a model cut to its first i layers would give, without running it i times (`AdaptiveLayerLoss`).
+        """
+        hidden_states = self.transformer(**_model_inputs(features), output_hidden_states=True).hidden_states
+        return [self._pool(states, features["attention_mask"]) for states in hidden_states]
+
+    def _pool(self, token_embeddings: Tensor, attention_mask: Tensor) -> Tensor:
+        embeddings = pool(token_embeddings, attention_mask, self.pooling)
         return l2_normalize(embeddings) if self.normalize else embeddings
 
     def encode(

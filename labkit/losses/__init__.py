@@ -2,8 +2,10 @@
 
 They take embedding tensors (not a model), so they can be taught, plotted and tested on their own:
 pairs `loss(emb_a, emb_b, labels)`, triplets `loss(anchor, positive, negative)`, labelled batches
-`loss(embeddings, labels)`, in-batch negatives `loss(anchor, positive, *negatives)`. The one exception,
-`CachedMultipleNegativesRankingLoss`, must run the model itself (GradCache) and takes tokenized inputs.
+`loss(embeddings, labels)`, in-batch negatives `loss(anchor, positive, *negatives)`. The exceptions run the
+model themselves and take tokenized inputs: `CachedMultipleNegativesRankingLoss` (GradCache runs it twice) and
+the modifiers `AdaptiveLayerLoss` / `Matryoshka2dLoss` (they need every layer's output). `MatryoshkaLoss` wraps
+any loss, on embeddings.
 `ClassificationLoss` (a linear head + cross-entropy on labelled batches) is not a sentence-transformers loss:
 it is the "classification fine-tuning" baseline of notebook 12.
 
@@ -13,6 +15,7 @@ on (`DATA_KINDS`), how it is called (`INPUTS`) and its knobs (margin, scale) wit
 lists the losses for a kind. The command line, `labkit.experiment`, the loss playground and the loss comparison
 all take their lists of losses from it: to add a loss, add one entry there.
 """
+from labkit.losses.adaptive_layer import AdaptiveLayerLoss, Matryoshka2dLoss
 from labkit.losses.cached import CachedMultipleNegativesRankingLoss
 from labkit.losses.classification import ClassificationLoss
 from labkit.losses.matryoshka import MatryoshkaLoss
@@ -41,7 +44,8 @@ __all__ = [
     "TripletLoss",
     "BatchAllTripletLoss", "BatchHardTripletLoss", "BatchHardSoftMarginTripletLoss", "BatchSemiHardTripletLoss",
     "MultipleNegativesRankingLoss", "MultipleNegativesSymmetricRankingLoss", "ContrastiveTensionLossInBatchNegatives",
-    "CachedMultipleNegativesRankingLoss", "ClassificationLoss", "MatryoshkaLoss", "SiameseDistanceMetric", "TripletDistanceMetric",
+    "CachedMultipleNegativesRankingLoss", "ClassificationLoss", "MatryoshkaLoss",
+    "AdaptiveLayerLoss", "Matryoshka2dLoss", "SiameseDistanceMetric", "TripletDistanceMetric",
     "BatchHardTripletLossDistanceFunction",
     "REGISTRY", "NOT_REGISTERED", "DATA_KINDS", "INPUTS", "LossEntry", "Knob", "LossArgumentError", "build_loss",
     "losses_for",

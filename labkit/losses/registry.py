@@ -45,7 +45,8 @@ training run has, or another loss (`NOT_REGISTERED` says why for each). Nothing 
 notebooks build them by hand.
 
 * `CachedMultipleNegativesRankingLoss` runs the model itself (GradCache), so it is built around the model.
-* `MatryoshkaLoss` is a modifier: it wraps a loss you have built.
+* `MatryoshkaLoss`, `AdaptiveLayerLoss` and `Matryoshka2dLoss` are modifiers: they wrap a loss you have built
+  (the last two also run the model).
 * `SoftmaxLoss` (NLI pairs) and `ClassificationLoss` (labelled texts) own a trainable classifier head sized by the
   model's embedding dimension and the number of labels.
 
@@ -161,6 +162,9 @@ REGISTRY: dict[str, LossEntry] = {entry.name: entry for entry in (
 )}
 
 NOT_REGISTERED = {
+    "AdaptiveLayerLoss": "it modifies another loss and runs the model (every layer's output): "
+                         "AdaptiveLayerLoss(model, MultipleNegativesRankingLoss())",
+    "Matryoshka2dLoss": "it modifies another loss and runs the model: Matryoshka2dLoss(model, loss, [384, 128, 32])",
     "MatryoshkaLoss": "it modifies another loss (any of these, cached ones included): wrap the loss you built, "
                       "e.g. MatryoshkaLoss(MultipleNegativesRankingLoss(), [384, 256, 128, 64])",
     "CachedMultipleNegativesRankingLoss": "it runs the model itself (GradCache), so its constructor takes the model: "
