@@ -25,6 +25,7 @@ from labkit.losses.ranking import (
     MultipleNegativesRankingLoss,
     MultipleNegativesSymmetricRankingLoss,
 )
+from labkit.losses.unsupervised import ContrastiveTensionLoss, DenoisingAutoEncoderLoss
 from labkit.losses.regression import AnglELoss, CoSENTLoss, CosineSimilarityLoss, SoftmaxLoss
 from labkit.losses.triplets import (
     BatchHardTripletLossDistanceFunction,
@@ -45,7 +46,7 @@ __all__ = [
     "BatchAllTripletLoss", "BatchHardTripletLoss", "BatchHardSoftMarginTripletLoss", "BatchSemiHardTripletLoss",
     "MultipleNegativesRankingLoss", "MultipleNegativesSymmetricRankingLoss", "ContrastiveTensionLossInBatchNegatives",
     "CachedMultipleNegativesRankingLoss", "ClassificationLoss", "MatryoshkaLoss",
-    "AdaptiveLayerLoss", "Matryoshka2dLoss", "SiameseDistanceMetric", "TripletDistanceMetric",
+    "AdaptiveLayerLoss", "Matryoshka2dLoss", "ContrastiveTensionLoss", "DenoisingAutoEncoderLoss", "SiameseDistanceMetric", "TripletDistanceMetric",
     "BatchHardTripletLossDistanceFunction",
     "REGISTRY", "NOT_REGISTERED", "DATA_KINDS", "INPUTS", "LossEntry", "Knob", "LossArgumentError", "build_loss",
     "losses_for",

@@ -46,7 +46,7 @@ notebooks build them by hand.
 
 * `CachedMultipleNegativesRankingLoss` runs the model itself (GradCache), so it is built around the model.
 * `MatryoshkaLoss`, `AdaptiveLayerLoss` and `Matryoshka2dLoss` are modifiers: they wrap a loss you have built
-  (the last two also run the model).
+  (the last two also run the model). `DenoisingAutoEncoderLoss` (TSDAE) runs the model and a decoder built from it.
 * `SoftmaxLoss` (NLI pairs) and `ClassificationLoss` (labelled texts) own a trainable classifier head sized by the
   model's embedding dimension and the number of labels.
 
@@ -71,6 +71,7 @@ from labkit.losses.ranking import (
     MultipleNegativesSymmetricRankingLoss,
 )
 from labkit.losses.regression import AnglELoss, CoSENTLoss, CosineSimilarityLoss
+from labkit.losses.unsupervised import ContrastiveTensionLoss
 from labkit.losses.triplets import (
     BatchAllTripletLoss,
     BatchHardSoftMarginTripletLoss,
@@ -97,6 +98,7 @@ INPUTS = {
     "pairs": "loss(emb_a, emb_b, labels): a 0/1 label or a score per pair",
     "in-batch negatives": "loss(anchor, positive, *negatives): the other rows' positives are the negatives",
     "two encodings": "loss(emb_1, emb_2): the same texts through two encoders",
+    "two encodings, labelled": "loss(emb_1, emb_2, labels): two encoders; label 1 where both saw the same text",
 }
 
 
@@ -159,9 +161,12 @@ REGISTRY: dict[str, LossEntry] = {entry.name: entry for entry in (
     LossEntry(MultipleNegativesRankingLoss, "in-batch negatives", ("labelled", "positive_pairs", "triplets"), (_SCALE,)),
     LossEntry(MultipleNegativesSymmetricRankingLoss, "in-batch negatives", ("positive_pairs",), (_SCALE,)),
     LossEntry(ContrastiveTensionLossInBatchNegatives, "two encodings", ("unlabelled",), (_SCALE,)),
+    LossEntry(ContrastiveTensionLoss, "two encodings, labelled", ("unlabelled",)),  # pairs: contrastive_tension_pairs
 )}
 
 NOT_REGISTERED = {
+    "DenoisingAutoEncoderLoss": "it runs the model and owns a decoder built from it (TSDAE): "
+                                "DenoisingAutoEncoderLoss(model), on denoising_pairs(sentences)",
     "AdaptiveLayerLoss": "it modifies another loss and runs the model (every layer's output): "
                          "AdaptiveLayerLoss(model, MultipleNegativesRankingLoss())",
     "Matryoshka2dLoss": "it modifies another loss and runs the model: Matryoshka2dLoss(model, loss, [384, 128, 32])",
