@@ -39,6 +39,17 @@ def tiny():
     return labkit.tiny_model(seed=0)
 
 
+@pytest.fixture(scope="session")
+def tiny_model_folder(tmp_path_factory) -> Path:
+    """A 3-layer, 32-wide random BERT saved in sentence-transformers format, for tests that load it into both
+    labkit and sentence-transformers (the same weights on both sides)."""
+    import labkit
+
+    folder = tmp_path_factory.mktemp("tiny") / "model"
+    labkit.tiny_model(seed=0, hidden_size=32, num_layers=3).save(folder)
+    return folder
+
+
 def pytest_collectstart(collector):
     # nbval compares notebook outputs; stderr (warnings, progress bars) is not part of what we promise.
     if collector.fspath and collector.fspath.ext == ".ipynb":

@@ -18,13 +18,6 @@ ANCHORS = ["a cat sat on the mat", "a dog ran", "the sun is hot today", "rain fa
 POSITIVES = ["a kitten on a rug", "a puppy running", "sunshine and heat", "a storm outside"]
 
 
-@pytest.fixture(scope="module")
-def saved_tiny(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny") / "model"
-    tiny_model(seed=0, hidden_size=32, num_layers=3).save(folder)
-    return folder
-
-
 def both_models(folder):
     from labkit.model import load_model
 
@@ -57,16 +50,16 @@ def compare(ours_loss, ours_model, st_loss, st_model, features, labels=None, see
     {"n_layers_per_step": 2, "layer_weighting": "log", "kl_temperature": 0.5, "prior_layers_weight": 0.5},
     {"n_layers_per_step": -1, "layer_weighting": "linear", "kl_temperature": 0, "last_layer_weight": 2.0},
 ])
-def test_adaptive_layer_matches_sentence_transformers(saved_tiny, settings):
-    ours_model, st_model = both_models(saved_tiny)
+def test_adaptive_layer_matches_sentence_transformers(tiny_model_folder, settings):
+    ours_model, st_model = both_models(tiny_model_folder)
     features = [ours_model.tokenize(ANCHORS), ours_model.tokenize(POSITIVES)]
     compare(AdaptiveLayerLoss(ours_model, MultipleNegativesRankingLoss(), **settings), ours_model,
             st_losses.AdaptiveLayerLoss(st_model, st_losses.MultipleNegativesRankingLoss(st_model), **settings),
             st_model, features, seed=5)
 
 
-def test_adaptive_layer_with_a_scored_pair_loss_matches_sentence_transformers(saved_tiny):
-    ours_model, st_model = both_models(saved_tiny)
+def test_adaptive_layer_with_a_scored_pair_loss_matches_sentence_transformers(tiny_model_folder):
+    ours_model, st_model = both_models(tiny_model_folder)
     features = [ours_model.tokenize(ANCHORS), ours_model.tokenize(POSITIVES)]
     scores = torch.tensor([0.9, 0.1, 0.5, 0.7])
     compare(AdaptiveLayerLoss(ours_model, CoSENTLoss(), n_layers_per_step=-1), ours_model,
@@ -75,8 +68,8 @@ def test_adaptive_layer_with_a_scored_pair_loss_matches_sentence_transformers(sa
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_matryoshka_2d_matches_sentence_transformers(saved_tiny, seed):
-    ours_model, st_model = both_models(saved_tiny)
+def test_matryoshka_2d_matches_sentence_transformers(tiny_model_folder, seed):
+    ours_model, st_model = both_models(tiny_model_folder)
     features = [ours_model.tokenize(ANCHORS), ours_model.tokenize(POSITIVES)]
     dims = [32, 16, 8]
     compare(Matryoshka2dLoss(ours_model, MultipleNegativesRankingLoss(), dims), ours_model,

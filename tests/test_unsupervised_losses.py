@@ -76,16 +76,9 @@ def test_delete_words_keeps_order_and_at_least_one_word():
     assert pairs.equals(denoising_pairs([text, "a b c"], seed=3))
 
 
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tsdae") / "model"
-    tiny_model(seed=0, hidden_size=32, num_layers=2).save(folder)
-    return folder
-
-
-def test_tsdae_matches_sentence_transformers_on_value_and_gradients(tiny_folder):
-    ours_model = load_model(str(tiny_folder), device="cpu").eval()
-    st_model = SentenceTransformer(str(tiny_folder), device="cpu").eval()
+def test_tsdae_matches_sentence_transformers_on_value_and_gradients(tiny_model_folder):
+    ours_model = load_model(str(tiny_model_folder), device="cpu").eval()
+    st_model = SentenceTransformer(str(tiny_model_folder), device="cpu").eval()
     ours = DenoisingAutoEncoderLoss(ours_model)
     theirs = st_losses.DenoisingAutoEncoderLoss(st_model)
     # The decoders' new weights (cross-attention, LM head) are random: give both the same ones.
