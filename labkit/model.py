@@ -10,6 +10,8 @@ Taught in notebooks/00_start_here.ipynb and notebooks/03_pooling.ipynb.
 """
 from __future__ import annotations
 
+import copy
+
 import json
 import os
 import re
@@ -358,6 +360,24 @@ def tiny_model(seed: int = 0, hidden_size: int = 32, num_layers: int = 2, poolin
     model = EmbeddingModel(BertModel(config, add_pooling_layer=False), tokenizer, pooling=pooling,
                            max_seq_length=128, name_or_path="tiny-bert")
     return model.eval()
+
+
+def keep_first_layers(model: EmbeddingModel, num_layers: int) -> EmbeddingModel:
+    """A copy of `model` with only its first `num_layers` transformer layers: the student of layer distillation,
+    or what a user of an `AdaptiveLayerLoss`-trained model keeps. Its embeddings equal
+    ``model.layer_embeddings(features)[num_layers]``; it runs about num_layers / L of the time.
+    """
+    total = model.transformer.config.num_hidden_layers
+    if not 1 <= num_layers <= total:
+        raise ValueError(f"num_layers must be between 1 and the model's {total} layers, got {num_layers}.")
+    student = copy.deepcopy(model)
+    layers = next((m for m in student.transformer.modules() if isinstance(m, nn.ModuleList) and len(m) == total), None)
+    if layers is None:
+        raise ValueError(f"found no list of {total} layers in {type(model.transformer).__name__}; "
+                         "keep_first_layers knows encoder models such as BERT, MiniLM, MPNet and RoBERTa.")
+    del layers[num_layers:]
+    student.transformer.config.num_hidden_layers = num_layers
+    return student
 
 
 @contextmanager

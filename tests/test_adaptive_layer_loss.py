@@ -105,3 +105,18 @@ def test_bad_arguments_say_what_to_do():
         AdaptiveLayerLoss(model, CachedMultipleNegativesRankingLoss(model))
     with pytest.raises(TypeError, match="EmbeddingModel"):
         AdaptiveLayerLoss(torch.nn.Linear(2, 2), MultipleNegativesRankingLoss())
+
+
+def test_keep_first_layers_gives_the_layer_embeddings_of_the_full_model():
+    from labkit.model import keep_first_layers
+
+    model = tiny_model(seed=0, hidden_size=32, num_layers=3).eval()
+    features = model.tokenize(ANCHORS)
+    student = keep_first_layers(model, 2).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(student(features), model.layer_embeddings(features)[2])
+    assert len(model.transformer.encoder.layer) == 3  # the original is untouched
+    assert student.transformer.config.num_hidden_layers == 2
+    for bad in (0, 4):
+        with pytest.raises(ValueError, match="between 1 and the model's 3 layers"):
+            keep_first_layers(model, bad)
