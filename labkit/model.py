@@ -11,7 +11,6 @@ Taught in notebooks/00_start_here.ipynb and notebooks/03_pooling.ipynb.
 from __future__ import annotations
 
 import copy
-
 import json
 import os
 import re
