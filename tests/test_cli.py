@@ -36,16 +36,17 @@ def test_train_writes_model_metrics_and_figures(tmp_path, tiny_folder, labelled_
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["loss"] == "BatchHardTripletLoss" and metrics["steps"] == 2
-    assert metrics["heldout_rows"] == 8  # 20% of 40 rows, stratified
-    for split in ("before", "after"):
-        assert 0 <= metrics[split]["mean_average_precision_at_r"] <= 1
+    assert metrics["test"]["rows"] == 8  # 20% of 40 rows, stratified
+    for when in ("before", "after"):
+        assert 0 <= metrics["test"][when]["mean_average_precision_at_r"] <= 1
+    assert metrics["dev"] is None  # no --dev-size: nothing is selected
     assert (out / "model" / "modules.json").exists() and (out / "curves.png").exists() and (out / "umap.png").exists()
 
     capsys.readouterr()
     assert main(["evaluate", "--model", str(out / "model"), "--data", str(labelled_csv), "--text-column", "question",
                  "--label-column", "intent"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["metrics"]["precision_at_1"] == pytest.approx(metrics["after"]["precision_at_1"], abs=1e-6)
+    assert printed["metrics"]["precision_at_1"] == pytest.approx(metrics["test"]["after"]["precision_at_1"], abs=1e-6)
 
 
 def test_scored_pairs_train_with_cosent(tmp_path, tiny_folder):
@@ -58,7 +59,7 @@ def test_scored_pairs_train_with_cosent(tmp_path, tiny_folder):
                  "--loss", "CoSENTLoss", "--model", str(tiny_folder), "--steps", "2", "--batch", "8",
                  "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["kind"] == "scored_pairs" and "spearman_cosine" in metrics["after"]
+    assert metrics["kind"] == "scored_pairs" and "spearman_cosine" in metrics["test"]["after"]
 
 
 @pytest.mark.parametrize(
