@@ -154,8 +154,9 @@ def rescale(exp: ExperimentData, how: str | float) -> ExperimentData:
 
 
 def check_experiment(exp: ExperimentData, loss_name: str, p: int = 0, k: int = 0) -> None:
-    """Refuse, before any slow work, data the loss cannot train on, with the fix: scores outside 0..1 for a loss that
-    regresses onto them, or classes smaller than K for P×K batches (named by their label text)."""
+    """Refuse, before any slow work, data the loss cannot train on or evaluate, with the fix: scores outside 0..1 for a
+    loss that regresses onto them, test or dev data without two examples of any class (retrieval finds nothing), or
+    classes smaller than K for P×K batches (named by their label text)."""
     if exp.kind == "scored_pairs" and loss_name in LOSSES_NEEDING_SCORES_IN_0_1:
         for name, frame in (("training", exp.train), ("held-out", exp.heldout), ("dev", exp.dev)):
             if frame is None:
@@ -167,6 +168,12 @@ def check_experiment(exp: ExperimentData, loss_name: str, p: int = 0, k: int = 0
                     f"scores range from {low:g} to {high:g}. Pass --rescale-scores {high:g} (divide by the largest "
                     "possible score) or --rescale-scores minmax, or use CoSENTLoss / AnglELoss (they only use the "
                     "scores' order).")
+    if exp.kind == "labelled":
+        for name, frame, fix in (("held-out test", exp.heldout, "more rows, or other --eval-data"),
+                                 ("dev", exp.dev, "a larger --dev-size")):
+            if frame is not None and not frame["label"].duplicated().any():
+                raise ValueError(f"the {name} data ({len(frame)} rows) has no class with two examples, so retrieval on "
+                                 f"it has nothing to find: give it {fix}.")
     if exp.kind == "labelled" and loss_name not in SAME_CLASS_PAIR_LOSSES and k:
         names = exp.train["label_name"] if "label_name" in exp.train.columns else exp.train["label"]
         sizes = names.value_counts()

@@ -64,6 +64,8 @@ CASES = [
     ("resume without a run", LABELLED.encode(), ["--resume", "{tmp}"], ["no run to go on with", "--out"], 2),
     ("no loss, no length", LABELLED.encode(), ["--text-column", "question", "--label-column", "intent"],
      ["train needs --loss, --out, --steps or --epochs", "--resume OUT"], 2),
+    ("dev split too small to retrieve in", LABELLED.encode(), LABELLED_ARGS + ["--dev-size", "4", "--eval-every", "1"],
+     ["the dev data (4 rows) has no class with two examples", "a larger --dev-size"], 2),
     ("rescale labelled data", LABELLED.encode(), LABELLED_ARGS + ["--rescale-scores", "5"],
      ["--rescale-scores only applies to pairs with scores"], 2),
     # already good before: they must stay good
