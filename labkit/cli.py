@@ -77,7 +77,8 @@ def parse_size(text: str) -> float | int:
     try:
         return int(text) if text.strip().isdigit() else float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction like 0.1 or a row count like 200, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a fraction like 0.1 or a row count like 200, got {text!r}") \
+            from None
 
 
 def parse_rescale(text: str) -> str | float:
@@ -93,7 +94,8 @@ def parse_rescale(text: str) -> str | float:
 
 def add_data_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument("--data", required=required,
-                        help="a dataset name (banking77, books, stsb) or a CSV/TSV/JSONL/parquet file")
+                        help="a dataset name (banking77, books, stsb) or a CSV/TSV/JSONL/parquet file"
+                             + ("" if required else " (required unless --resume)"))
     parser.add_argument("--eval-data", help="held-out test data (default: the dataset's test split, or 20%% of the "
                                             "file, stratified by label); evaluated before and after training only")
     parser.add_argument("--text-column", default="text")
@@ -187,7 +189,8 @@ def train_arguments(args) -> argparse.Namespace:
 
 
 def resumed_arguments(args) -> argparse.Namespace:
-    """--resume OUT: the arguments saved in OUT/args.json; those given again must equal them (but --checkpoint-every)."""
+    """--resume OUT: the arguments saved in OUT/args.json; those given again must equal them (--checkpoint-every
+    may change)."""
     from labkit.checkpoint import CHECKPOINT_FILE
 
     out = Path(args.resume)
@@ -201,9 +204,11 @@ def resumed_arguments(args) -> argparse.Namespace:
     differ = [name for name in sorted(args.given) if name in saved and name not in MAY_DIFFER_ON_RESUME + ("out",)
               and current[name] != saved[name]]
     if differ:
-        shown = "; ".join(f"--{name.replace('_', '-')} {current[name]!r} (the run used {saved[name]!r})" for name in differ)
+        shown = "; ".join(f"--{name.replace('_', '-')} {current[name]!r} (the run used {saved[name]!r})"
+                          for name in differ)
         raise ValueError(f"--resume {out}: {shown}. A resumed run must train as the stopped one did: give the same "
-                         f"arguments (or none, they are read from {out / ARGS_FILE}), or start a new run with another --out.")
+                         f"arguments (or none, they are read from {out / ARGS_FILE}), or start a new run with "
+                         "another --out.")
     kept = {name: current[name] for name in MAY_DIFFER_ON_RESUME if name in args.given}
     merged = {**vars(args), **saved, **kept, "out": str(out)}
     merged["batch"] = tuple(merged["batch"])
@@ -224,7 +229,8 @@ def check_out_folder(out: Path) -> None:
     except OSError as err:
         in_the_way = next((part for part in [out, *out.parents] if part.exists()), out)
         why = f"{in_the_way} is a file, not a folder" if in_the_way.is_file() else err.strerror or str(err)
-        raise ValueError(f"--out {out} cannot be written ({why}): choose another --out, a folder you can write to.") from None
+        raise ValueError(f"--out {out} cannot be written ({why}): choose another --out, a folder you can "
+                         "write to.") from None
 
 
 def run_train(args) -> int:

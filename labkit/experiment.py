@@ -316,9 +316,10 @@ def run_experiment(
     dev = None if exp.dev is None else {
         "rows": len(exp.dev), "metric": MAIN_METRIC[exp.kind], "eval_every": eval_every,
         "best_step": result.best_step, "best": result.best_metric, "evaluations": result.evaluations}
-    report = {"loss": loss_name, "loss_args": dict(loss_kwargs or {}), "kind": exp.kind, "main_metric": MAIN_METRIC[exp.kind],
-              "steps": result.steps, "heldout_rows": len(heldout), "before": before, "after": after, "dev": dev,
-              "seconds": round(result.seconds, 1), "interrupted": result.interrupted, "history": result.history}
+    report = {"loss": loss_name, "loss_args": dict(loss_kwargs or {}), "kind": exp.kind,
+              "main_metric": MAIN_METRIC[exp.kind], "steps": result.steps, "heldout_rows": len(heldout),
+              "before": before, "after": after, "dev": dev, "seconds": round(result.seconds, 1),
+              "interrupted": result.interrupted, "history": result.history}
     if out is not None and current_world().is_main:
         write_json(Path(out) / "metrics.json", metrics_record(report))
     return report

@@ -172,7 +172,8 @@ def test_dev_selection_keeps_the_best_dev_checkpoint_and_reports_test_once(tmp_p
     dev = metrics["dev"]
     assert dev["rows"] == 8 and dev["metric"] == MAIN_METRIC["labelled"]  # 8 of the 32 training rows, 2 per class
     scores = {row["step"]: row[dev["metric"]] for row in dev["evaluations"]}
-    assert sorted(scores) == [0, 2, 4] and dev["best"] == max(scores.values()) and scores[dev["best_step"]] == dev["best"]
+    assert sorted(scores) == [0, 2, 4] and dev["best"] == max(scores.values())
+    assert scores[dev["best_step"]] == dev["best"]
     assert metrics["test"]["rows"] == 8  # the test rows are not the dev rows: 40 = 8 test + 8 dev + 24 train
 
     # the kept model is the best dev evaluation's: evaluating it on the dev rows gives the best dev score again
