@@ -199,9 +199,9 @@ def resumed_arguments(args) -> argparse.Namespace:
                                 f"{ARGS_FILE}, written by python -m labkit train --out {out}); start a run with --out.")
     if args.out is not None and Path(args.out).resolve() != out.resolve():
         raise ValueError(f"--resume {out} goes on writing into {out}: leave out --out {args.out}.")
-    saved = json.loads((out / ARGS_FILE).read_text())
-    current = _recorded(args)
-    differ = [name for name in sorted(args.given) if name in saved and name not in MAY_DIFFER_ON_RESUME + ("out",)
+    saved, current = json.loads((out / ARGS_FILE).read_text()), _recorded(args)
+    given = getattr(args, "given", set())  # set by main(): the options spelled out on the command line
+    differ = [name for name in sorted(given) if name in saved and name not in (*MAY_DIFFER_ON_RESUME, "out")
               and current[name] != saved[name]]
     if differ:
         shown = "; ".join(f"--{name.replace('_', '-')} {current[name]!r} (the run used {saved[name]!r})"
@@ -209,7 +209,7 @@ def resumed_arguments(args) -> argparse.Namespace:
         raise ValueError(f"--resume {out}: {shown}. A resumed run must train as the stopped one did: give the same "
                          f"arguments (or none, they are read from {out / ARGS_FILE}), or start a new run with "
                          "another --out.")
-    kept = {name: current[name] for name in MAY_DIFFER_ON_RESUME if name in args.given}
+    kept = {name: current[name] for name in MAY_DIFFER_ON_RESUME if name in given}
     merged = {**vars(args), **saved, **kept, "out": str(out)}
     merged["batch"] = tuple(merged["batch"])
     return argparse.Namespace(**merged)
