@@ -150,3 +150,19 @@ def test_a_batch_of_one_class_warns_once_and_names_the_sampler():
         warnings.simplefilter("error")  # P×K batches always mix classes: no warning
         fit(labkit.tiny_model(seed=0), BatchHardTripletLoss(), two_classes, batch_sampler=PKBatchSampler(
             [0] * 8 + [1] * 8, p=2, k=4, seed=0), steps=2, show_progress=False, device="cpu")
+
+
+@pytest.mark.parametrize("name, write", [
+    ("data.tsv", lambda rows: "text\tlabel\n" + "".join(f"{t}\t{c}\n" for t, c in rows)),
+    ("data.jsonl", lambda rows: "".join(json.dumps({"text": t, "label": c}, ensure_ascii=False) + "\n"
+                                        for t, c in rows)),
+])
+def test_encoding_reads_tsv_and_jsonl_too(tmp_path, name, write):
+    from labkit.data import from_file
+
+    path = tmp_path / name
+    path.write_bytes(write([("caf\xe9 au lait", "drinks"), ("cr\xe8me br\xfbl\xe9e", "desserts")]).encode("latin-1"))
+    with pytest.raises(ValueError, match="is not utf-8 text: byte 0xe9 at offset .*--encoding latin-1"):
+        from_file(path, label_column="label")
+    frame = from_file(path, label_column="label", encoding="latin-1")
+    assert frame["text"].tolist() == ["caf\xe9 au lait", "cr\xe8me br\xfbl\xe9e"]
