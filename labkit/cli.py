@@ -3,12 +3,30 @@
     python -m labkit train --data banking77 --loss BatchHardTripletLoss --steps 200 --batch 8x4 --out runs/b77
     python -m labkit train --data my.csv --text-column question --label-column intent --loss BatchAllTripletLoss ...
     python -m labkit train --data stsb --loss CoSENTLoss --batch 32 --steps 200 --out runs/sts
+    python -m labkit train ... --dev-size 0.1 --eval-every 50 --checkpoint-every 50 --out runs/b77
+    python -m labkit train --resume runs/b77
     python -m labkit evaluate --model runs/b77/model --data banking77
     python -m labkit download [NAMES] [--model ID]
 
-`train` writes OUT/model (sentence-transformers format), OUT/metrics.json (held-out metrics before and
-after), OUT/curves.png and OUT/umap.png (labelled data). `evaluate` prints the metrics as JSON.
-`download` prefetches datasets (and Hugging Face models) for a workshop on bad Wi-Fi.
+`train` evaluates the model on the held-out **test** data (the dataset's test split, --eval-data, or 20% of a
+file) once before and once after training, and writes OUT/model (sentence-transformers format),
+OUT/metrics.json (the test metrics under "test"; the dev selection under "dev"), OUT/curves.png and
+OUT/umap.png (labelled data). The test data chooses nothing: with --dev-size (and --eval-every N) a dev split is
+carved from the *training* data, the model is evaluated on it at the start, every N steps and at the end, and
+the best dev evaluation's weights are the ones kept. `evaluate` prints a model's metrics as JSON. `download`
+prefetches datasets (and Hugging Face models) for a workshop on bad Wi-Fi.
+
+Stopping and going on: `train` saves a checkpoint in OUT at the end, on Ctrl-C, and every --checkpoint-every N
+steps; it also keeps its arguments (OUT/args.json) and the test metrics before training (OUT/before.json).
+`train --resume OUT` reads the arguments back from OUT/args.json, goes on from the checkpoint, and ends with the
+same weights and metrics as a run that never stopped. Arguments given again with --resume must equal the saved
+ones (only --checkpoint-every may change): a run cannot be resumed on other data or with another loss. Every
+file is written under a temporary name and renamed into place, so nothing in OUT is ever half-written.
+
+Mistakes get one line, ``error: ...``, that says what is wrong and how to fix it (exit code 2), before any slow
+work: a file with a header but no rows, a file that is not UTF-8 (--encoding), scores outside 0..1 for
+CosineSimilarityLoss (--rescale-scores), classes too small for P×K batches (named by their label), an --out
+that cannot be written.
 
 Several GPUs: `torchrun --nproc_per_node=4 -m labkit train ...` trains with one process per GPU; --batch is
 per process (4 GPUs × 8x4 = one batch of 32 classes × 4), and only rank 0 prints and writes OUT/.
@@ -19,6 +37,7 @@ import argparse
 import json
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 
@@ -53,35 +72,76 @@ def parse_loss_args(text: str) -> dict:
     return arguments
 
 
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="a dataset name (banking77, books, stsb) or a CSV/TSV/JSONL/parquet file")
-    parser.add_argument("--eval-data", help="held-out data (default: the dataset's test split, or 20%% of the file)")
+def parse_size(text: str) -> float | int:
+    """"0.1" → the fraction 0.1; "200" → 200 rows."""
+    try:
+        return int(text) if text.strip().isdigit() else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction like 0.1 or a row count like 200, got {text!r}") \
+            from None
+
+
+def parse_rescale(text: str) -> str | float:
+    """"minmax" → "minmax"; "5" → 5.0 (divide the scores by 5)."""
+    if text.strip().lower() == "minmax":
+        return "minmax"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--rescale-scores takes minmax or the largest possible score (e.g. 5), "
+                                         f"got {text!r}") from None
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("--data", required=required,
+                        help="a dataset name (banking77, books, stsb) or a CSV/TSV/JSONL/parquet file"
+                             + ("" if required else " (required unless --resume)"))
+    parser.add_argument("--eval-data", help="held-out test data (default: the dataset's test split, or 20%% of the "
+                                            "file, stratified by label); evaluated before and after training only")
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--label-column", help="class labels (single texts) or 0/1 labels (pairs)")
-    parser.add_argument("--score-column", help="similarity scores in 0..1 (pairs)")
+    parser.add_argument("--score-column", help="similarity scores (pairs); in 0..1 for CosineSimilarityLoss")
     parser.add_argument("--text-pair-column", help="the second text of each pair")
+    parser.add_argument("--encoding", default="utf-8", help="of CSV/TSV/JSONL files, e.g. latin-1 (default utf-8)")
+    parser.add_argument("--rescale-scores", type=parse_rescale, metavar="MAX|minmax",
+                        help="map the scores to 0..1: divide by MAX (e.g. 5 for 0..5 scores), or minmax (the "
+                             "training scores' min -> 0 and max -> 1, the same map for dev and test)")
+
+
+def add_train_arguments(train: argparse.ArgumentParser) -> None:
+    add_data_arguments(train, required=False)
+    train.add_argument("--loss", help="a loss class name from labkit.losses, e.g. BatchHardTripletLoss (required)")
+    train.add_argument("--loss-args", type=parse_loss_args, default={}, metavar="NAME=VALUE,...",
+                       help="the loss's arguments, e.g. margin=0.5 (a triplet margin for unit-length embeddings: the "
+                            "default 5 keeps every triplet active)")
+    train.add_argument("--model", default=None, help="Hugging Face id or folder (default: offline all-MiniLM-L6-v2)")
+    length = train.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, help="optimizer steps (this or --epochs is required)")
+    length.add_argument("--epochs", type=int)
+    train.add_argument("--batch", type=parse_batch, default=parse_batch("8x4"), help="P×K like 8x4, or a batch size")
+    train.add_argument("--lr", type=float, default=2e-5)
+    train.add_argument("--max-length", type=int, default=None)
+    train.add_argument("--eval-subset", type=int, default=0, help="evaluate on at most this many held-out test rows")
+    train.add_argument("--dev-size", type=parse_size, default=None, metavar="FRACTION|ROWS",
+                       help="carve a dev split off the training data (stratified by label) to choose the checkpoint "
+                            "on (default: none, or 0.1 with --eval-every)")
+    train.add_argument("--eval-every", type=int, default=None, metavar="N",
+                       help="evaluate on the dev split every N steps (and at the start and end) and keep the best")
+    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--out", help="output folder (required; must be writable: checked before training)")
+    train.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                       help="also save a checkpoint in OUT every N steps (always: at the end and on Ctrl-C)")
+    train.add_argument("--resume", metavar="OUT",
+                       help="go on from OUT's checkpoint with the arguments saved in OUT/args.json")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m labkit", description="labkit experiments from the command line")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser("train", help="fine-tune a model and evaluate it before and after")
-    add_data_arguments(train)
-    train.add_argument("--loss", required=True, help="a loss class name from labkit.losses, e.g. BatchHardTripletLoss")
-    train.add_argument("--loss-args", type=parse_loss_args, default={}, metavar="NAME=VALUE,...",
-                       help="the loss's arguments, e.g. margin=0.5 (a triplet margin for unit-length embeddings: the "
-                            "default 5 keeps every triplet active)")
-    train.add_argument("--model", default=None, help="Hugging Face id or folder (default: offline all-MiniLM-L6-v2)")
-    length = train.add_mutually_exclusive_group(required=True)
-    length.add_argument("--steps", type=int)
-    length.add_argument("--epochs", type=int)
-    train.add_argument("--batch", type=parse_batch, default=parse_batch("8x4"), help="P×K like 8x4, or a batch size")
-    train.add_argument("--lr", type=float, default=2e-5)
-    train.add_argument("--max-length", type=int, default=None)
-    train.add_argument("--eval-subset", type=int, default=0, help="evaluate on at most this many held-out rows")
-    train.add_argument("--seed", type=int, default=42)
-    train.add_argument("--out", required=True, help="output folder")
+    train = commands.add_parser("train", allow_abbrev=False, help="fine-tune a model; evaluate it on the test data "
+                                                                  "before and after")
+    add_train_arguments(train)
 
     evaluate = commands.add_parser("evaluate", help="print a model's held-out metrics as JSON")
     add_data_arguments(evaluate)
@@ -95,17 +155,88 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _experiment_data(args):
+ARGS_FILE = "args.json"  # a run's arguments, in OUT: what --resume reads back
+MAY_DIFFER_ON_RESUME = ("checkpoint_every",)  # when checkpoints are written does not change the result
+NOT_SAVED = ("command", "resume", "given")
+
+
+def _experiment_data(args, dev_size: float | int = 0):
     from labkit.experiment import load_experiment_data
 
     return load_experiment_data(args.data, text_column=args.text_column, label_column=args.label_column,
                                 score_column=args.score_column, text_pair_column=args.text_pair_column,
-                                eval_data=args.eval_data, seed=getattr(args, "seed", 42))
+                                eval_data=args.eval_data, seed=getattr(args, "seed", 42), dev_size=dev_size,
+                                encoding=args.encoding, rescale_scores=args.rescale_scores)
+
+
+def given_options(argv: list[str]) -> set[str]:
+    """The `train` options spelled out in `argv` (not left at their defaults), by destination name."""
+    train = argparse.ArgumentParser(allow_abbrev=False)
+    add_train_arguments(train)
+    words = {word.split("=", 1)[0] for word in argv if word.startswith("--")}
+    return {action.dest for action in train._actions if words & set(action.option_strings)}
+
+
+def train_arguments(args) -> argparse.Namespace:
+    """`args` ready to train: a fresh run's required arguments checked; with --resume OUT, the saved ones."""
+    if args.resume is None:
+        missing = [flag for flag, value in (("--data", args.data), ("--loss", args.loss), ("--out", args.out))
+                   if value is None] + (["--steps or --epochs"] if args.steps is None and args.epochs is None else [])
+        if missing:
+            raise ValueError(f"train needs {', '.join(missing)} (or --resume OUT to go on with a stopped run).")
+        return args
+    return resumed_arguments(args)
+
+
+def resumed_arguments(args) -> argparse.Namespace:
+    """--resume OUT: the arguments saved in OUT/args.json; those given again must equal them (--checkpoint-every
+    may change)."""
+    from labkit.checkpoint import CHECKPOINT_FILE
+
+    out = Path(args.resume)
+    if not (out / CHECKPOINT_FILE).is_file() or not (out / ARGS_FILE).is_file():
+        raise FileNotFoundError(f"--resume {out}: no run to go on with there (it needs {CHECKPOINT_FILE} and "
+                                f"{ARGS_FILE}, written by python -m labkit train --out {out}); start a run with --out.")
+    if args.out is not None and Path(args.out).resolve() != out.resolve():
+        raise ValueError(f"--resume {out} goes on writing into {out}: leave out --out {args.out}.")
+    saved, current = json.loads((out / ARGS_FILE).read_text()), _recorded(args)
+    given = getattr(args, "given", set())  # set by main(): the options spelled out on the command line
+    differ = [name for name in sorted(given) if name in saved and name not in (*MAY_DIFFER_ON_RESUME, "out")
+              and current[name] != saved[name]]
+    if differ:
+        shown = "; ".join(f"--{name.replace('_', '-')} {current[name]!r} (the run used {saved[name]!r})"
+                          for name in differ)
+        raise ValueError(f"--resume {out}: {shown}. A resumed run must train as the stopped one did: give the same "
+                         f"arguments (or none, they are read from {out / ARGS_FILE}), or start a new run with "
+                         "another --out.")
+    kept = {name: current[name] for name in MAY_DIFFER_ON_RESUME if name in given}
+    merged = {**vars(args), **saved, **kept, "out": str(out)}
+    merged["batch"] = tuple(merged["batch"])
+    return argparse.Namespace(**merged)
+
+
+def _recorded(args) -> dict:
+    """The run's arguments as OUT/args.json keeps them (JSON values: the batch as a list)."""
+    return json.loads(json.dumps({k: v for k, v in vars(args).items() if k not in NOT_SAVED}))
+
+
+def check_out_folder(out: Path) -> None:
+    """Refuse, before any slow work, an --out that cannot be written: a file in the way, or no permission."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        in_the_way = next((part for part in [out, *out.parents] if part.exists()), out)
+        why = f"{in_the_way} is a file, not a folder" if in_the_way.is_file() else err.strerror or str(err)
+        raise ValueError(f"--out {out} cannot be written ({why}): choose another --out, a folder you can "
+                         "write to.") from None
 
 
 def run_train(args) -> int:
     from labkit import distributed
 
+    args = train_arguments(args)
     world = distributed.init_from_env()  # under torchrun: one process per GPU; otherwise nothing happens
     try:
         return _train(args, world)
@@ -116,32 +247,68 @@ def run_train(args) -> int:
 
 def _train(args, world) -> int:
     import labkit
-    from labkit import viz
-    from labkit.experiment import SAME_CLASS_PAIR_LOSSES, run_experiment
+    from labkit.experiment import SAME_CLASS_PAIR_LOSSES, check_experiment, run_experiment, write_json
 
     labkit.setup(seed=args.seed, fast=False, quiet=not world.is_main)
-    exp = _experiment_data(args)
+    resume, out = args.resume is not None, Path(args.out)
+    dev_size = args.dev_size if args.dev_size is not None else (0.1 if args.eval_every else 0)
+    exp = _experiment_data(args, dev_size)
     p, k, batch_size = args.batch
     if exp.kind == "labelled" and args.loss not in SAME_CLASS_PAIR_LOSSES and not p:
         raise ValueError("Batch triplet losses need P×K batches: pass --batch like 8x4 (8 classes × 4 examples).")
+    check_experiment(exp, args.loss, p, k)
+    if world.is_main:
+        check_out_folder(out)
     model = labkit.load_model(args.model)
-    before = model.encode(list(exp.heldout["text"][:2000])) if exp.kind == "labelled" and world.is_main else None
-    # Several processes: all train together, rank 0 alone writes OUT/ and prints.
-    report = run_experiment(model, exp, args.loss, loss_kwargs=args.loss_args, steps=args.steps, epochs=args.epochs, p=p, k=k,
-                            batch_size=batch_size, lr=args.lr, max_length=args.max_length,
-                            eval_subset=args.eval_subset, out=args.out if world.is_main else None, seed=args.seed,
-                            show_progress=world.is_main)
-    if not world.is_main:
-        return 0
-    out = Path(args.out)
-    viz.plot_loss_curves(report["history"]).savefig(out / "curves.png", dpi=100, bbox_inches="tight")
+    if world.is_main and not resume:
+        write_json(out / ARGS_FILE, _recorded(args))
+    before = _embeddings_before(model, exp, out, resume) if world.is_main else None
+    # Several processes: all train together (each reads OUT's checkpoint when resuming), rank 0 alone writes OUT/.
+    report = run_experiment(model, exp, args.loss, loss_kwargs=args.loss_args, steps=args.steps, epochs=args.epochs,
+                            p=p, k=k, batch_size=batch_size, lr=args.lr, max_length=args.max_length,
+                            eval_subset=args.eval_subset, out=out, seed=args.seed, show_progress=world.is_main,
+                            eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, resume=resume)
+    if world.is_main:
+        _write_figures(model, exp, report, before, out)
+    return 0
+
+
+def _embeddings_before(model, exp, out: Path, resume: bool):
+    """Labelled data: the untrained model's embeddings of up to 2000 test texts, for the before/after map (kept in
+    OUT, so a resumed run draws the same map). None for pairs."""
+    import numpy as np
+    from labkit.experiment import atomic_file
+
+    if exp.kind != "labelled":
+        return None
+    path = out / "before_embeddings.npy"
+    if resume and path.is_file():
+        return np.load(path)
+    embeddings = model.encode(list(exp.heldout["text"][:2000]))
+    with atomic_file(path) as tmp:
+        np.save(tmp, embeddings)
+    return embeddings
+
+
+def _write_figures(model, exp, report: dict, before, out: Path) -> None:
+    """OUT/curves.png, OUT/umap.png (labelled data), and the test metrics printed."""
+    from labkit import viz
+    from labkit.experiment import atomic_file, metrics_record
+
+    with atomic_file(out / "curves.png") as tmp:
+        viz.plot_loss_curves(report["history"]).savefig(tmp, dpi=100, bbox_inches="tight")
     if before is not None:
         after = model.encode(list(exp.heldout["text"][:2000]))
         labels = exp.heldout["label"].to_numpy()[:2000]
-        viz.plot_before_after(before, after, labels).savefig(out / "umap.png", dpi=100, bbox_inches="tight")
-    print(json.dumps({k: report[k] for k in ("loss", "kind", "steps", "before", "after")}, indent=2))
+        with atomic_file(out / "umap.png") as tmp:
+            viz.plot_before_after(before, after, labels).savefig(tmp, dpi=100, bbox_inches="tight")
+    record = metrics_record(report)
+    if record["dev"] is not None:
+        record["dev"] = {k: v for k, v in record["dev"].items() if k != "evaluations"}
+    print(json.dumps({k: v for k, v in record.items() if k not in ("loss_args", "seconds")}, indent=2))
+    if report.get("interrupted"):
+        print(f"interrupted at step {report['steps']}: go on with python -m labkit train --resume {out}")
     print(f"model, metrics and figures written to {out}/")
-    return 0
 
 
 def run_evaluate(args) -> int:
@@ -167,7 +334,11 @@ def run_download(args) -> int:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        args.given = given_options(argv[1:])
     commands = {"train": run_train, "evaluate": run_evaluate, "download": run_download}
     try:
         return commands[args.command](args)

@@ -45,6 +45,7 @@ Each dataset's source, license, citation and size: ``describe()`` and the data c
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import functools
 import hashlib
@@ -930,25 +931,61 @@ def download(names: Union[str, Iterable[str], None] = None, data_dir=None,
 _READERS = {".csv": ",", ".tsv": "\t", ".jsonl": "jsonl", ".json": "json", ".parquet": "parquet"}
 
 
-def _read_table(path: Path, sep: Optional[str], text_columns: Sequence[str]) -> pd.DataFrame:
+def _read_table(path: Path, sep: Optional[str], text_columns: Sequence[str], encoding: str = "utf-8") -> pd.DataFrame:
     suffix = path.suffix.lower()
     if suffix not in _READERS and sep is None:
         raise ValueError(f"cannot read {path}: unknown file type {suffix!r}. Use one of "
                          f"{', '.join(_READERS)} (or pass sep=... for another delimited text file)")
     kind = sep if sep is not None else _READERS[suffix]
+    if kind != "parquet":
+        _check_text_file(path, encoding)
     try:
         if kind == "parquet":
             return pd.read_parquet(path)
         if kind == "jsonl":
-            return pd.read_json(path, lines=True, dtype=False)
+            return pd.read_json(path, lines=True, dtype=False, encoding=encoding)
         if kind == "json":
-            return pd.read_json(path, dtype=False)
+            return pd.read_json(path, dtype=False, encoding=encoding)
         # texts stay strings ("NA", "123"); only empty cells are missing
         return pd.read_csv(path, sep=kind, keep_default_na=False, na_values=[""],
-                           dtype={c: str for c in text_columns})
-    except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
+                           dtype={c: str for c in text_columns}, encoding=encoding)
+    except UnicodeDecodeError:
+        raise _not_in_encoding(path, encoding) from None
+    except (ValueError, OSError, pd.errors.ParserError) as err:
         raise ValueError(f"cannot read {path} as {kind!r} ({type(err).__name__}: {err}); check the format "
                          f"or pass sep=...") from err
+
+
+def _check_text_file(path: Path, encoding: str) -> None:
+    """Refuse an unknown encoding, an empty file or a binary one (from its first 8 KB) before parsing it."""
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise ValueError(f"unknown encoding {encoding!r}: use e.g. utf-8, latin-1 or cp1252") from None
+    with open(path, "rb") as file:
+        head = file.read(8192)
+    if not head.strip():
+        raise ValueError(f"{path} is empty: it needs a header line and data rows")
+    nul = head.find(b"\0")  # text tables have no NUL bytes; binary files have them early
+    if nul >= 0:
+        raise ValueError(f"{path} looks like a binary file (a NUL byte at offset {nul}), not a CSV/TSV/JSONL "
+                         "text table: export the data as CSV (or parquet) first")
+
+
+def _not_in_encoding(path: Path, encoding: str) -> ValueError:
+    """The error for a file that does not decode as `encoding`: where (byte offset, line) and the fix.
+
+    Only runs once parsing has failed: it decodes the file again, to find the first bad byte.
+    """
+    raw = path.read_bytes()
+    try:
+        raw.decode(encoding)
+        where = ""
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        where = f": byte 0x{raw[err.start]:02x} at offset {err.start} (line {line}) cannot be decoded"
+    return ValueError(f"{path} is not {encoding} text{where}. If it is latin-1 / cp1252, pass encoding='latin-1' "
+                      "(command line: --encoding latin-1), or re-save the file as UTF-8")
 
 
 def _rows(mask: pd.Series) -> str:
@@ -959,21 +996,27 @@ def _rows(mask: pd.Series) -> str:
 
 def from_file(path, text_column: str = "text", label_column: Optional[str] = None,
               score_column: Optional[str] = None, text_pair_column: Optional[str] = None,
-              sep: Optional[str] = None) -> pd.DataFrame:
+              sep: Optional[str] = None, encoding: str = "utf-8") -> pd.DataFrame:
     """Load your own CSV / TSV / JSONL / JSON / parquet file into the columns labkit expects.
 
     Returns ``text`` [, ``text_pair``] [, ``label`` (int), ``label_name``] [, ``score`` (float)].
     String labels become ints 0..K-1 in sorted order of the names (kept in ``label_name`` and in
     ``df.attrs["label_names"]``); integer labels are kept as they are. Scores are kept as given.
 
+    ``encoding``: of a CSV / TSV / JSON(L) file (parquet files carry their own); e.g. ``"latin-1"``.
+
     Clear errors for: a missing column (lists the columns the file has), empty or non-string texts and
-    missing labels or scores (says which rows), an unknown file type (lists the types that work).
+    missing labels or scores (says which rows), an unknown file type (lists the types that work), an empty
+    or binary file, a header without rows, and a file that is not in ``encoding`` (says where).
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"no file at {path}")
     text_columns = [c for c in (text_column, text_pair_column) if c is not None]
-    table = _read_table(path, sep, text_columns)
+    table = _read_table(path, sep, text_columns, encoding)
+    if len(table) == 0:
+        raise ValueError(f"{path} has a header but no rows: add data rows below the header "
+                         f"({', '.join(map(str, table.columns))})")
     wanted = {"text": text_column, "text_pair": text_pair_column, "label": label_column, "score": score_column}
     for role, column in wanted.items():
         if column is not None and column not in table.columns:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
@@ -319,6 +320,7 @@ class _Run:
     epoch: int = 0
     batch_in_epoch: int = 0
     best_state: dict | None = None
+    warned_one_class: bool = False  # `_warn_if_one_class` warns once per run
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -381,6 +383,8 @@ def _train_step(run: _Run, batches: Iterator, batch_loss: Callable, recent: torc
     """
     on_gpu = device.type == "cuda"
     for features, labels in batches:
+        if not run.warned_one_class and isinstance(features, dict) and labels is not None:
+            _warn_if_one_class(run, labels)
         features = to_device(features, device, non_blocking=on_gpu)
         labels = to_device(labels, device, non_blocking=on_gpu)
         ends_a_step = (run.batch_in_epoch + 1) % grad_accum_steps == 0
@@ -399,6 +403,19 @@ def _train_step(run: _Run, batches: Iterator, batch_loss: Callable, recent: torc
     run.scaler.update()
     run.optimizer.zero_grad(set_to_none=True)
     run.scheduler.step()
+
+
+def _warn_if_one_class(run: _Run, labels: torch.Tensor) -> None:
+    """Warn (once per run) about a labelled batch of a single class: a loss that compares classes finds no
+    negatives in it. One comparison on the batch's labels while they are still on the CPU: no device sync."""
+    if labels.numel() < 2 or labels.is_floating_point() or not bool((labels == labels[0]).all()):
+        return
+    run.warned_one_class = True
+    warnings.warn(
+        f"training batch {run.batch_in_epoch} of epoch {run.epoch} holds a single class ({labels[0].item()}): "
+        f"{type(run.loss).__name__} finds no negatives in it and learns nothing from it. Sample batches of several "
+        "classes with labkit.sampling.PKBatchSampler(labels, p, k) (command line: --batch PxK, e.g. 8x4).",
+        stacklevel=2)
 
 
 def _log_losses(run: _Run, recent: torch.Tensor, log_every: int, on_step, progress) -> None:

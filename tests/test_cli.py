@@ -36,16 +36,17 @@ def test_train_writes_model_metrics_and_figures(tmp_path, tiny_folder, labelled_
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["loss"] == "BatchHardTripletLoss" and metrics["steps"] == 2
-    assert metrics["heldout_rows"] == 8  # 20% of 40 rows, stratified
-    for split in ("before", "after"):
-        assert 0 <= metrics[split]["mean_average_precision_at_r"] <= 1
+    assert metrics["test"]["rows"] == 8  # 20% of 40 rows, stratified
+    for when in ("before", "after"):
+        assert 0 <= metrics["test"][when]["mean_average_precision_at_r"] <= 1
+    assert metrics["dev"] is None  # no --dev-size: nothing is selected
     assert (out / "model" / "modules.json").exists() and (out / "curves.png").exists() and (out / "umap.png").exists()
 
     capsys.readouterr()
     assert main(["evaluate", "--model", str(out / "model"), "--data", str(labelled_csv), "--text-column", "question",
                  "--label-column", "intent"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["metrics"]["precision_at_1"] == pytest.approx(metrics["after"]["precision_at_1"], abs=1e-6)
+    assert printed["metrics"]["precision_at_1"] == pytest.approx(metrics["test"]["after"]["precision_at_1"], abs=1e-6)
 
 
 def test_scored_pairs_train_with_cosent(tmp_path, tiny_folder):
@@ -58,7 +59,7 @@ def test_scored_pairs_train_with_cosent(tmp_path, tiny_folder):
                  "--loss", "CoSENTLoss", "--model", str(tiny_folder), "--steps", "2", "--batch", "8",
                  "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["kind"] == "scored_pairs" and "spearman_cosine" in metrics["after"]
+    assert metrics["kind"] == "scored_pairs" and "spearman_cosine" in metrics["test"]["after"]
 
 
 @pytest.mark.parametrize(
@@ -106,3 +107,78 @@ def test_loss_args_are_parsed_and_reach_the_loss(tmp_path, tiny_folder, labelled
                  "--loss", "BatchHardTripletLoss", "--loss-args", "margin=0.5", "--model", str(tiny_folder),
                  "--steps", "1", "--batch", "2x4", "--out", str(out)]) == 0
     assert json.loads((out / "metrics.json").read_text())["loss_args"] == {"margin": 0.5}
+
+
+# A run in a child process whose steps are slowed down (the loss is unchanged), so that the test can kill it between
+# two checkpoints, whatever the machine's speed.
+SLOW_CHILD = """
+import sys, time
+import labkit.train
+from labkit.cli import main
+
+computed = labkit.train.compute_loss
+labkit.train.compute_loss = lambda *args: (time.sleep(0.5), computed(*args))[1]
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_killed_run_resumes_to_the_weights_and_metrics_of_an_unbroken_one(tmp_path, tiny_folder, labelled_csv):
+    import subprocess
+    import sys
+    import time
+
+    import torch
+    from safetensors.torch import load_file
+
+    args = ["train", "--data", str(labelled_csv), "--text-column", "question", "--label-column", "intent",
+            "--loss", "BatchHardTripletLoss", "--model", str(tiny_folder), "--steps", "8", "--batch", "2x4",
+            "--dev-size", "8", "--eval-every", "2", "--checkpoint-every", "2", "--seed", "3", "--lr", "1e-3"]
+    killed = tmp_path / "killed"
+    with open(tmp_path / "child.log", "w") as log:
+        child = subprocess.Popen([sys.executable, "-c", SLOW_CHILD, *args, "--out", str(killed)], stdout=log,
+                                 stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 240
+        while not (killed / "checkpoint.pt").exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        child.kill()  # SIGKILL: no Ctrl-C handler, no last checkpoint
+        child.wait()
+    assert (killed / "checkpoint.pt").exists(), (tmp_path / "child.log").read_text()[-3000:]
+    stopped_at = torch.load(killed / "checkpoint.pt", weights_only=False)["step"]
+    assert 0 < stopped_at < 8 and not (killed / "model").exists() and not (killed / "metrics.json").exists()
+    assert json.loads((killed / "args.json").read_text())["steps"] == 8 and (killed / "before.json").exists()
+
+    assert main(["train", "--resume", str(killed), "--steps", "9"]) == 2  # another length: refused
+    assert main(["train", "--resume", str(killed), "--checkpoint-every", "3"]) == 0  # when to save may change
+    whole = tmp_path / "whole"
+    assert main([*args, "--out", str(whole)]) == 0
+
+    resumed, unbroken = (json.loads((out / "metrics.json").read_text()) for out in (killed, whole))
+    resumed.pop("seconds"), unbroken.pop("seconds")
+    assert resumed == unbroken  # the test metrics, before and after, and every dev evaluation
+    assert unbroken["dev"]["rows"] == 8 and [row["step"] for row in unbroken["dev"]["evaluations"]] == [0, 2, 4, 6, 8]
+    weights = [load_file(out / "model" / "model.safetensors") for out in (killed, whole)]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])  # bit for bit
+
+
+def test_dev_selection_keeps_the_best_dev_checkpoint_and_reports_test_once(tmp_path, tiny_folder, labelled_csv):
+    from labkit.experiment import MAIN_METRIC
+
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(labelled_csv), "--text-column", "question", "--label-column", "intent",
+                 "--loss", "BatchHardTripletLoss", "--model", str(tiny_folder), "--steps", "4", "--batch", "2x4",
+                 "--dev-size", "8", "--eval-every", "2", "--lr", "1e-3", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    dev = metrics["dev"]
+    assert dev["rows"] == 8 and dev["metric"] == MAIN_METRIC["labelled"]  # 8 of the 32 training rows, 2 per class
+    scores = {row["step"]: row[dev["metric"]] for row in dev["evaluations"]}
+    assert sorted(scores) == [0, 2, 4] and dev["best"] == max(scores.values())
+    assert scores[dev["best_step"]] == dev["best"]
+    assert metrics["test"]["rows"] == 8  # the test rows are not the dev rows: 40 = 8 test + 8 dev + 24 train
+
+    # the kept model is the best dev evaluation's: evaluating it on the dev rows gives the best dev score again
+    from labkit.experiment import evaluate_model, load_experiment_data
+
+    exp = load_experiment_data(str(labelled_csv), text_column="question", label_column="intent", dev_size=8)
+    kept = labkit.load_model(str(out / "model"), device="cpu")
+    assert evaluate_model(kept, exp, exp.dev)[dev["metric"]] == pytest.approx(dev["best"], abs=1e-6)

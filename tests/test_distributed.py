@@ -372,6 +372,7 @@ def test_torchrun_trains_from_the_command_line_and_writes_once(tmp_path):
     printed = json.loads(done.stdout[done.stdout.index("{") : done.stdout.rindex("}") + 1])
     assert printed["steps"] == 2 and printed["loss"] == "CoSENTLoss"
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["steps"] == 2 and "spearman_cosine" in metrics["after"]
+    assert metrics["steps"] == 2 and "spearman_cosine" in metrics["test"]["after"]
     assert (out / "model" / "modules.json").exists() and (out / "curves.png").exists()
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "curves.png", "metrics.json", "model"]
+    assert sorted(p.name for p in out.iterdir()) == ["args.json", "before.json", "checkpoint.pt", "curves.png",
+                                                      "metrics.json", "model"]
