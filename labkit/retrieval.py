@@ -51,8 +51,8 @@ from labkit.distances import cosine_similarity
 from labkit.validation import as_embeddings
 
 __all__ = [
-    "SCORE_FUNCTIONS", "DEFAULT_K", "Ranking", "dot_score", "rank_corpus", "relevance_matrix",
-    "metrics_from_relevance", "ir_metrics", "evaluate_ir",
+    "SCORE_FUNCTIONS", "DEFAULT_K", "Ranking", "dot_score", "rank_corpus", "relevance_matrix", "rank_discounts",
+    "per_query_metrics", "metrics_from_relevance", "ir_metrics", "evaluate_ir",
 ]
 
 
@@ -267,39 +267,51 @@ def relevance_matrix(ranked_doc_ids: Tensor, relevant_ids: Sequence[Sequence[int
     return torch.isin(rows * n + ranked_doc_ids, pairs)
 
 
-def metrics_from_relevance(hits: Tensor, n_relevant: Tensor, k_lists: Optional[Mapping] = None) -> Dict[str, float]:
-    """Accuracy, Precision, Recall, NDCG, MRR and MAP @k from ``hits`` (Q, K: relevant at rank i?) and the
-    number of relevant documents of each query (Q,). Keys like ``ndcg@10``; the definitions are in the module
-    docstring. A ranking shorter than k (a corpus smaller than k) counts the missing ranks as misses."""
+def rank_discounts(k: int) -> Tensor:
+    """NDCG's discount of ranks 1..k: 1 / log2(rank + 1), float64 (1, 0.631, 0.5, 0.431, …)."""
+    return 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float64))
+
+
+def per_query_metrics(hits: Tensor, n_relevant, k_lists: Optional[Mapping] = None) -> Dict[str, Tensor]:
+    """Accuracy, Precision, Recall, NDCG, MRR and MAP @k of every query: name (``ndcg@10``) → (Q,) float64.
+
+    ``hits`` (Q, K) says whether the document at each rank is relevant; ``n_relevant`` (Q,) is each query's
+    number of relevant documents. The definitions are in the module docstring. A ranking shorter than k (a
+    corpus smaller than k) counts the missing ranks as misses. Keys come in sentence-transformers' order.
+    """
     ks = _check_k_lists(k_lists or {})
     if hits.dim() != 2 or hits.shape[1] == 0:
         raise ValueError(f"hits must be a (queries, ranks) matrix with at least one rank, got shape {tuple(hits.shape)}")
     hits = hits.double()
     n_relevant = torch.as_tensor(n_relevant, dtype=torch.float64)
-    if (n_relevant < 1).any():
-        raise ValueError("every query needs at least one relevant document (n_relevant >= 1)")
-    longest = max(max(values) for values in ks.values())
-    discount = 1.0 / torch.log2(torch.arange(2, longest + 2, dtype=torch.float64))  # 1 / log2(rank + 1)
+    if n_relevant.shape != (len(hits),) or (n_relevant < 1).any():
+        raise ValueError(f"n_relevant must hold one count >= 1 per query ({len(hits)}), got {n_relevant.tolist()}")
+    discount = rank_discounts(max(max(values) for values in ks.values()))
     position = torch.arange(1, hits.shape[1] + 1, dtype=torch.float64)
     found = hits.cumsum(1)  # relevant documents among the first i
     found_at = {k: found[:, min(k, hits.shape[1]) - 1] for k in ks["accuracy_at_k"] + ks["precision_recall_at_k"]}
     out = {}
     for k in ks["accuracy_at_k"]:
-        out[f"accuracy@{k}"] = (found_at[k] > 0).double().mean()
+        out[f"accuracy@{k}"] = (found_at[k] > 0).double()
     for k in ks["precision_recall_at_k"]:
-        out[f"precision@{k}"] = (found_at[k] / k).mean()
-        out[f"recall@{k}"] = (found_at[k] / n_relevant).mean()
+        out[f"precision@{k}"] = found_at[k] / k
+    for k in ks["precision_recall_at_k"]:
+        out[f"recall@{k}"] = found_at[k] / n_relevant
     for k in ks["ndcg_at_k"]:
         dcg = (hits[:, :k] * discount[: hits[:, :k].shape[1]]).sum(1)
-        ideal = discount[:k].cumsum(0)[(n_relevant.clamp(max=k) - 1).long()]
-        out[f"ndcg@{k}"] = (dcg / ideal).mean()
+        ideal = discount[:k].cumsum(0)[(n_relevant.clamp(max=k) - 1).long()]  # all relevant documents first
+        out[f"ndcg@{k}"] = dcg / ideal
     for k in ks["mrr_at_k"]:
-        out[f"mrr@{k}"] = (hits[:, :k] / position[:k]).amax(1).mean()  # the first hit has the largest 1/rank
+        out[f"mrr@{k}"] = (hits[:, :k] / position[:k]).amax(1)  # the first hit has the largest 1/rank
     for k in ks["map_at_k"]:
         precision_at_i = found[:, :k] / position[:k]
-        out[f"map@{k}"] = ((precision_at_i * hits[:, :k]).sum(1) / n_relevant.clamp(max=k)).mean()
-    order = ("accuracy", "precision", "recall", "ndcg", "mrr", "map")  # ST's order
-    return {name: float(out[name]) for prefix in order for name in out if name.split("@")[0] == prefix}
+        out[f"map@{k}"] = (precision_at_i * hits[:, :k]).sum(1) / n_relevant.clamp(max=k)
+    return out
+
+
+def metrics_from_relevance(hits: Tensor, n_relevant, k_lists: Optional[Mapping] = None) -> Dict[str, float]:
+    """The mean over queries of :func:`per_query_metrics`: {"accuracy@1": …, …, "map@100": …}."""
+    return {name: float(values.mean()) for name, values in per_query_metrics(hits, n_relevant, k_lists).items()}
 
 
 # ----------------------------------------------------------------------------------------------------------
