@@ -1177,7 +1177,8 @@ def download(names: Union[str, Iterable[str], None] = None, data_dir=None,
     """Prefetch datasets into the cache (``$LABKIT_CACHE_DIR``, default ``~/.cache/labkit/datasets``).
 
     ``names``: a dataset name, a list of them, or ``None`` for all (``banking77``, ``books``, ``stsb``,
-    ``snli``, ``scifact``; SNLI includes its ~90 MB train zip, SciFact BEIR's ~3 MB zip). Files already valid in the cache are kept; files in
+    ``snli``, ``scifact``; SNLI includes its ~90 MB train zip, SciFact BEIR's ~3 MB zip). Files already valid
+    in the cache are kept; files in
     ``data_dir`` or ``$LABKIT_DATA_DIR`` (folders laid out like the mirror) are checked and copied;
     the rest are downloaded from their original sources with a progress bar. Returns the cached paths
     per dataset. Used by ``python -m labkit download [NAMES] [--data-dir DIR]``.

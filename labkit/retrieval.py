@@ -19,10 +19,10 @@ sentence-transformers, from query id → set of relevant doc ids.
 
 How it is computed: the corpus is scored against all queries one chunk of ``corpus_chunk_size`` documents
 at a time, and a running top-k per query is kept (``torch.topk``, no per-query loop). Working memory is
-O(Q × (C + K)) for Q queries, chunk size C and K the largest k asked for (a float32 score and an int64 tie key
-each, 12 bytes, plus the chunk's C × D embeddings), whatever the corpus size; `evaluate_ir` encodes the
-corpus chunk by chunk, so the N × D corpus embeddings are never held at once. The metrics are computed on the
-(Q, K) relevance matrix of the top K, vectorised.
+O(Q × (C + K)) for Q queries, chunk size C and K the largest k asked for (at most 40 bytes per (query,
+candidate): scores, id ranks and tie keys; plus the chunk's C × D embeddings), whatever the corpus size;
+`evaluate_ir` encodes the corpus chunk by chunk, so the N × D corpus embeddings are never held at once.
+The metrics are computed on the (Q, K) relevance matrix of the top K, vectorised.
 
 References: sentence-transformers, ``sentence_transformers.evaluation.InformationRetrievalEvaluator``;
 Järvelin & Kekäläinen, "Cumulated gain-based evaluation of IR techniques", TOIS 2002 (NDCG);
@@ -66,7 +66,9 @@ SCORE_FUNCTIONS: Dict[str, Callable[[Tensor, Tensor], Tensor]] = {"cosine": cosi
 # sentence-transformers' InformationRetrievalEvaluator defaults
 DEFAULT_K = {"accuracy_at_k": (1, 3, 5, 10), "precision_recall_at_k": (1, 3, 5, 10), "mrr_at_k": (10,),
              "ndcg_at_k": (10,), "map_at_k": (100,)}
-BYTES_PER_SCORE = 4 + 8  # a float32 score and an int64 tie key per (query, candidate)
+# Peak working memory per (query, candidate) while a chunk is merged into the running top-k: the chunk's float32
+# scores, the concatenated scores and int64 id ranks, two int64 tie keys and a mask (33 bytes), rounded up.
+BYTES_PER_SCORE = 40
 DEFAULT_MAX_CHUNK_BYTES = 2 * 1024 ** 3
 
 
@@ -157,7 +159,8 @@ def _check_ids(ids: Sequence, what: str) -> List[str]:
 
 def _check_chunk(chunk_size, n_queries: int, n_corpus: int, max_k: int, max_bytes: int) -> int:
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"corpus_chunk_size must be a positive int (sentence-transformers uses 50000), got {chunk_size!r}")
+        raise ValueError(f"corpus_chunk_size must be a positive int (sentence-transformers uses 50000), "
+                         f"got {chunk_size!r}")
     width = min(chunk_size, n_corpus) + max_k
     needed = n_queries * width * BYTES_PER_SCORE
     if needed > max_bytes:
@@ -190,8 +193,9 @@ def _keep_top(scores: Tensor, ranks: Tensor, k: int, n_corpus: int) -> Tuple[Ten
     """
     k = min(k, scores.shape[1])
     threshold = scores.topk(k, dim=1, sorted=False).values.min(dim=1, keepdim=True).values
-    key = torch.where(scores > threshold, ranks, ranks + n_corpus)
-    key = torch.where(scores >= threshold, key, torch.full_like(key, 2 * n_corpus))
+    key = ranks + n_corpus  # tied with the k-th score: after the ones above it, by id
+    key.masked_fill_(scores < threshold, 2 * n_corpus)  # below it: never chosen
+    key = torch.where(scores > threshold, ranks, key)
     chosen = key.topk(k, dim=1, largest=False).indices
     return scores.gather(1, chosen), ranks.gather(1, chosen)
 
@@ -230,6 +234,8 @@ def rank_corpus(query_embeddings, corpus_embeddings, k: int = 10, score_function
     Equal scores are ordered by ascending corpus id (``corpus_ids``, default "0", "1", … as strings, so
     "10" sorts before "2" as in sentence-transformers). Memory: O(Q × (corpus_chunk_size + k)).
     """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int (how many documents to keep per query), got {k!r}")
     queries = as_embeddings(query_embeddings, "query_embeddings")
     corpus = as_embeddings(corpus_embeddings, "corpus_embeddings")
     _check_dims(queries, corpus)
@@ -281,7 +287,8 @@ def per_query_metrics(hits: Tensor, n_relevant, k_lists: Optional[Mapping] = Non
     """
     ks = _check_k_lists(k_lists or {})
     if hits.dim() != 2 or hits.shape[1] == 0:
-        raise ValueError(f"hits must be a (queries, ranks) matrix with at least one rank, got shape {tuple(hits.shape)}")
+        raise ValueError(f"hits must be a (queries, ranks) matrix with at least one rank, "
+                         f"got shape {tuple(hits.shape)}")
     hits = hits.double()
     n_relevant = torch.as_tensor(n_relevant, dtype=torch.float64)
     if n_relevant.shape != (len(hits),) or (n_relevant < 1).any():

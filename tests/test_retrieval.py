@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from labkit import data
-from labkit.retrieval import DEFAULT_K, evaluate_ir, ir_metrics, metrics_from_relevance, rank_corpus
+from labkit.retrieval import BYTES_PER_SCORE, DEFAULT_K, evaluate_ir, ir_metrics, metrics_from_relevance, rank_corpus
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ALL_K = dict(accuracy_at_k=[1, 3, 5, 10], precision_recall_at_k=[1, 3, 5, 10, 100], mrr_at_k=[1, 10, 100],
@@ -144,7 +144,8 @@ def random_collection(seed, n_queries=9, n_docs=30, dim=4, integer=False):
         queries = torch.randint(-2, 3, (n_queries, dim), generator=generator).float()
         corpus = torch.randint(-2, 3, (n_docs, dim), generator=generator).float()
     else:
-        queries, corpus = torch.randn(n_queries, dim, generator=generator), torch.randn(n_docs, dim, generator=generator)
+        queries = torch.randn(n_queries, dim, generator=generator)
+        corpus = torch.randn(n_docs, dim, generator=generator)
     rng = random.Random(seed)
     corpus_ids = [str(rng.randrange(10 ** 6)) + "x" * i for i in range(n_docs)]  # ids whose order is not the rows'
     query_ids = [f"q{i}" for i in range(n_queries)]
@@ -202,11 +203,16 @@ def test_a_chunk_too_large_for_the_memory_bound_suggests_a_size_that_fits():
     queries, corpus, query_ids, corpus_ids, qrels = random_collection(0)
     with pytest.raises(ValueError, match=r"30 documents for 8 queries in chunks of 50,000.*Lower corpus_chunk_size "
                                          r"to 10 or less"):
-        ir_metrics(queries, corpus, qrels, query_ids, corpus_ids, max_chunk_bytes=8 * 12 * 110)
+        ir_metrics(queries, corpus, qrels, query_ids, corpus_ids, max_chunk_bytes=8 * BYTES_PER_SCORE * 110)
     # the size it suggests works
-    assert ir_metrics(queries, corpus, qrels, query_ids, corpus_ids, corpus_chunk_size=10, max_chunk_bytes=8 * 12 * 110)
+    assert ir_metrics(queries, corpus, qrels, query_ids, corpus_ids, corpus_chunk_size=10,
+                      max_chunk_bytes=8 * BYTES_PER_SCORE * 110)
     with pytest.raises(ValueError, match="corpus_chunk_size must be a positive int"):
         ir_metrics(queries, corpus, qrels, query_ids, corpus_ids, corpus_chunk_size=0)
+    with pytest.raises(ValueError, match="Even a chunk of 1 does not fit"):
+        ir_metrics(queries, corpus, qrels, query_ids, corpus_ids, max_chunk_bytes=1000)
+    with pytest.raises(ValueError, match="k must be a positive int"):
+        rank_corpus(queries, corpus, k=0)
 
 
 def test_bad_inputs_get_clear_errors(tiny):
