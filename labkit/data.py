@@ -13,7 +13,12 @@ loader                 columns                                              spli
 ``snli_pairs``         anchor, positive                                     dev, test, train
 ``snli_triplets``      anchor, positive, negative                           dev, test, train
 ``from_file``          text [, text_pair] [, label, label_name] [, score]   (your own file)
+``load_pairs``         anchor, positive [, negative | negative_1 …]         (your own file)
 =====================  ===================================================  ================
+
+Retrieval collections are not one table: ``load_scifact`` (splits train, test) and ``load_beir`` (any folder
+in BEIR layout) return a :class:`RetrievalData` with ``corpus`` (doc id → text), ``queries`` (query id →
+text) and ``qrels`` (query id → {doc id: score}).
 
 Where the files come from, in this order (the first place that has a file wins):
 
@@ -30,9 +35,10 @@ Folders 1–3 share one layout, the one of the course's dataset mirror::
     snli/snli_1.0_dev.tsv  snli/snli_1.0_test.tsv  [snli/snli_1.0_train.tsv]
     stsb-subset/sts-{train,dev,test}.tsv     (offline CC BY-SA subset of STS-B)
     stsb/{train,dev,test}.parquet            (full STS-B, written by a download)
+    scifact/corpus.jsonl  scifact/queries.jsonl  scifact/qrels/{train,test}.tsv  (BEIR layout)
 
 Every file is checked before it is used: by SHA-256 where the source is byte-stable (Banking77, pinned
-to a commit) and by its structure where it is not (Project Gutenberg texts, SNLI, STS-B: columns,
+to a commit; SciFact, BEIR's zip) and by its structure where it is not (Project Gutenberg texts, SNLI, STS-B: columns,
 row counts, value ranges, chapter headings). Downloads are atomic: bytes go to a temporary file in the
 destination folder, are checked, and only then renamed into place, so an interrupted download never
 leaves a half-written file behind.
@@ -69,6 +75,7 @@ __all__ = [
     "DATASETS", "DatasetInfo", "DataUnavailableError", "CorruptDataError",
     "load_dataset", "load_banking77", "load_books", "load_stsb", "load_snli", "snli_pairs", "snli_triplets",
     "from_file", "train_dev_split", "download", "describe", "cache_dir",
+    "RetrievalData", "load_scifact", "load_beir", "load_pairs",
 ]
 
 DATA_DIR_ENV = "LABKIT_DATA_DIR"
@@ -111,7 +118,7 @@ def _user_folders(data_dir) -> List[Tuple[str, Path]]:
         if not folder.is_dir():
             raise FileNotFoundError(
                 f"{how} points at {folder}, which is not a folder. Point it at a folder laid out like the "
-                f"dataset mirror (banking77/, gutenberg/, snli/, stsb-subset/), or unset it to use the cache "
+                f"dataset mirror (banking77/, gutenberg/, scifact/, snli/, stsb-subset/), or unset it to use the cache "
                 f"{cache_dir()} and downloads."
             )
     return folders
@@ -749,6 +756,261 @@ def snli_triplets(split: str = "dev", data_dir=None) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------------------------------
+# SciFact (BEIR) and any folder in BEIR layout: corpus.jsonl, queries.jsonl, qrels/<split>.tsv
+# ----------------------------------------------------------------------------------------------------
+SCIFACT_ZIP_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/scifact.zip"
+# The mirror's files are byte-identical to the zip's members (SOURCE.md): sizes and SHA-256 of both.
+SCIFACT_FILES = {
+    "corpus.jsonl": (8_106_566, "dec31c8182f3d744c7d2c09423756fd1d17cbef75808db13ba01cc0aab4d1ac6"),
+    "queries.jsonl": (209_731, "8ff84a7c903f722981cd8d595c022660140c51867b27608a6d4910db86080313"),
+    "qrels/test.tsv": (5_389, "0864bb985e0ca2367ba217977e72004d549054b2b06666ed9d4825ac7c21284c"),
+    "qrels/train.tsv": (14_502, "a53f2114831916c096b6c37d9e54da68cef4efdcdbd5ed46533601af972acf1d"),
+}
+BEIR_QRELS_HEADER = ["query-id", "corpus-id", "score"]
+
+
+@dataclass(frozen=True)
+class RetrievalData:
+    """One split of a retrieval collection (BEIR layout), as plain dictionaries keyed by string ids.
+
+    ``corpus``: doc id → text, the title and the text joined by one space and stripped, as BEIR's
+    ``SentenceBERT.encode_corpus`` and MTEB do (``(title + " " + text).strip()``), in file order;
+    ``queries``: query id → text, only the queries the split's qrels name, in the queries file's order;
+    ``qrels``: query id → {doc id: relevance score} (BEIR's ``GenericDataLoader`` structure; a score above 0
+    means relevant); ``split``: the qrels file used. ``source`` is the folder the files came from.
+    """
+
+    corpus: Dict[str, str]
+    queries: Dict[str, str]
+    qrels: Dict[str, Dict[str, int]]
+    split: str
+    name: str = ""
+    source: str = ""
+
+    def __repr__(self) -> str:
+        pairs = sum(len(docs) for docs in self.qrels.values())
+        return (f"RetrievalData({self.name or self.source!r}, split={self.split!r}, corpus={len(self.corpus):,} docs, "
+                f"queries={len(self.queries):,}, qrels={pairs:,} pairs)")
+
+    def pairs(self) -> pd.DataFrame:
+        """(anchor, positive) rows, one per relevant (query, doc) pair, for MultipleNegativesRankingLoss."""
+        rows = [(self.queries[qid], self.corpus[did]) for qid, docs in self.qrels.items()
+                for did, score in docs.items() if score > 0]
+        return pd.DataFrame(rows, columns=["anchor", "positive"])
+
+
+def _few(ids: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(repr(i) for i in list(ids)[:limit])
+    return f"{len(ids)} ({shown}{', …' if len(ids) > limit else ''})"
+
+
+def _read_beir_jsonl(path: Path, what: str) -> Dict[str, dict]:
+    """``_id`` → record of a BEIR JSONL file; a broken line, a record without ``_id``/``text`` or a repeated
+    id is a ValueError naming the line."""
+    records: Dict[str, dict] = {}
+    repeated = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path} line {number} is not JSON ({err}): each line must be one {what} "
+                                 f"object") from err
+            if not isinstance(record, dict) or "_id" not in record or "text" not in record:
+                raise ValueError(f"{path} line {number} has no \"_id\" and \"text\" fields: a BEIR {what} line "
+                                 f"reads {{\"_id\": \"...\", \"text\": \"...\"}}")
+            key = str(record["_id"])  # ids stay strings: "0" and 0 must not look different
+            if key in records:
+                repeated.append(key)
+            records[key] = record
+    if repeated:
+        raise ValueError(f"{path} repeats {_few(repeated)} {what} id(s); every _id must be unique")
+    return records
+
+
+def _read_beir_qrels(path: Path) -> Dict[str, Dict[str, int]]:
+    """query id → {doc id: score} of a BEIR qrels TSV (header ``query-id  corpus-id  score``)."""
+    frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE)
+    if list(frame.columns) != BEIR_QRELS_HEADER:
+        raise ValueError(f"{path} has the columns {list(frame.columns)}; a BEIR qrels file is tab-separated "
+                         f"with the header {chr(9).join(BEIR_QRELS_HEADER)}")
+    scores = pd.to_numeric(frame["score"], errors="coerce")
+    bad = scores.isna() | (scores != np.round(scores)) | (frame["query-id"] == "") | (frame["corpus-id"] == "")
+    if bad.any():
+        raise ValueError(f"{path}: {_rows(bad)} lack an id or an integer score")
+    frame = frame.assign(score=scores.astype(np.int64)).drop_duplicates()
+    clashes = frame.duplicated(["query-id", "corpus-id"], keep=False)
+    if clashes.any():
+        pairs = sorted(set(zip(frame.loc[clashes, "query-id"], frame.loc[clashes, "corpus-id"])))
+        raise ValueError(f"{path} gives {_few(pairs)} (query, doc) pair(s) two different scores; keep one row each")
+    qrels: Dict[str, Dict[str, int]] = {}
+    for qid, did, score in zip(frame["query-id"], frame["corpus-id"], frame["score"]):
+        qrels.setdefault(qid, {})[did] = int(score)
+    return qrels
+
+
+def _beir_data(corpus_path: Path, queries_path: Path, qrels_path: Path, split: str, name: str) -> RetrievalData:
+    """Read and cross-check the three files of one split (see :func:`load_beir` for the checks)."""
+    docs = _read_beir_jsonl(corpus_path, "document")
+    all_queries = _read_beir_jsonl(queries_path, "query")
+    qrels = _read_beir_qrels(qrels_path)
+    if not qrels:
+        raise ValueError(f"{qrels_path} has no rows: the {split!r} split has no relevance judgements")
+    no_query = [qid for qid in qrels if qid not in all_queries]
+    no_doc = sorted({did for judged in qrels.values() for did in judged if did not in docs})
+    if no_query or no_doc:
+        raise ValueError(
+            f"{qrels_path} names ids its collection lacks: " + "; ".join(
+                part for part in (f"{_few(no_query)} query id(s) not in {queries_path.name}" if no_query else "",
+                                  f"{_few(no_doc)} doc id(s) not in {corpus_path.name}" if no_doc else "") if part)
+            + ". The qrels and the files must come from the same collection (and version).")
+    queries = {qid: str(record["text"]) for qid, record in all_queries.items() if qid in qrels}
+    empty = [qid for qid, text in queries.items() if not text.strip()]
+    if empty:
+        raise ValueError(f"{queries_path}: {_few(empty)} quer(ies) of the {split!r} split have an empty text; "
+                         f"fix or drop them (and their qrels rows)")
+    corpus = {did: (str(record.get("title") or "") + " " + str(record["text"])).strip() for did, record in docs.items()}
+    blank = [did for did, text in corpus.items() if not text]
+    if blank:
+        raise ValueError(f"{corpus_path}: {_few(blank)} document(s) have neither a title nor a text")
+    return RetrievalData(corpus, queries, qrels, split, name, str(corpus_path.parent))
+
+
+def load_beir(folder, split: str = "test", name: str = "") -> RetrievalData:
+    """Read any folder in BEIR layout: ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/<split>.tsv``.
+
+    Returns a :class:`RetrievalData`: the whole corpus, the queries the split's qrels name, and the qrels.
+    Every file is checked, and what is wrong is said with the ids concerned: a missing file (the qrels
+    files the folder does have are listed), a line that is not JSON or lacks ``_id``/``text``, a repeated
+    id, a qrels file without the ``query-id corpus-id score`` header or with non-integer scores, one pair
+    given two scores, qrels naming query or doc ids that are not in the files (how many, which), an empty
+    query text, a document with neither title nor text.
+
+    Example::
+
+        data = load_beir("~/beir/nfcorpus", split="test")
+        data.queries["PLAIN-3"], data.qrels["PLAIN-3"]
+    """
+    folder = Path(folder).expanduser()
+    if not isinstance(split, str) or not split or "/" in split:
+        raise ValueError(f"split must be the name of a qrels file (e.g. 'test' for qrels/test.tsv), got {split!r}")
+    paths = {"corpus": folder / "corpus.jsonl", "queries": folder / "queries.jsonl",
+             "qrels": folder / "qrels" / f"{split}.tsv"}
+    missing = [str(path) for path in paths.values() if not path.is_file()]
+    if missing:
+        have = sorted(p.stem for p in (folder / "qrels").glob("*.tsv")) if (folder / "qrels").is_dir() else []
+        raise FileNotFoundError(f"{folder} is not a BEIR folder for split {split!r}: missing {', '.join(missing)}. "
+                                f"A BEIR folder holds corpus.jsonl, queries.jsonl and qrels/<split>.tsv"
+                                + (f"; its qrels splits are: {', '.join(have)}" if have else ""))
+    return _beir_data(paths["corpus"], paths["queries"], paths["qrels"], split, name or folder.name)
+
+
+def _parse_scifact_zip(path: Path) -> Path:
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+    missing = [f"scifact/{m}" for m in SCIFACT_FILES if f"scifact/{m}" not in names]
+    if missing:
+        raise CorruptDataError(f"the archive lacks {missing}: it is not BEIR's scifact.zip")
+    return path
+
+
+def _check_size(member: str) -> Callable[[Path], Path]:
+    def parse(path: Path) -> Path:
+        size, expected = path.stat().st_size, SCIFACT_FILES[member][0]
+        if size != expected:
+            raise CorruptDataError(f"it has {size:,} bytes, expected {expected:,}")
+        return path
+    return parse
+
+
+def _fetch_scifact_member(spec: DataFile, target: Path, progress: bool) -> None:
+    """Extract one member of BEIR's ``scifact.zip`` (downloaded once into the same folder) to ``target``."""
+    root = target.parents[len(Path(spec.relpath).parts) - 1]  # target is <root>/scifact/[qrels/]<name>.part
+    zip_spec = SOURCES["scifact/scifact.zip"]
+    zip_path = root / zip_spec.relpath
+    if not zip_path.is_file():
+        _download_into(zip_spec, root, progress)
+    member = spec.relpath  # the zip holds scifact/corpus.jsonl, scifact/qrels/test.tsv, ...
+    try:
+        with zipfile.ZipFile(zip_path) as archive, archive.open(member) as source, open(target, "wb") as out:
+            shutil.copyfileobj(source, out)
+        _read_checked(spec, target)
+    except (zipfile.BadZipFile, KeyError, CorruptDataError) as err:
+        zip_path.unlink()  # damaged or altered: the next attempt downloads it again
+        raise CorruptDataError(f"{member} in {zip_path} is damaged ({err}); the zip has been deleted") from err
+
+
+def load_scifact(split: str = "test", data_dir=None) -> RetrievalData:
+    """SciFact (BEIR version): 5,183 scientific abstracts; claims as queries; binary qrels.
+
+    Splits: ``"test"`` (300 claims, 339 relevant pairs; it is SciFact's dev split, the test labels were never
+    released) and ``"train"`` (809 claims, 919 pairs). Both splits share one corpus and one queries file; a
+    split's queries are those its qrels name. Returns a :class:`RetrievalData` (``.corpus``, ``.queries``,
+    ``.qrels``; ``.pairs()`` gives (anchor, positive) rows for training). There is no dev split: carve one
+    from train's queries. Files: from a data folder (``scifact/``, the mirror's layout) or BEIR's
+    ``scifact.zip`` (downloaded once), every file checked by size and SHA-256.
+
+    License CC BY-NC 2.0 (non-commercial). Cite Wadden et al., EMNLP 2020, and Thakur et al., NeurIPS 2021.
+    """
+    split = _check_split("scifact", split, ("train", "test"))
+    paths = [_load_file("scifact", [f"scifact/{member}"], data_dir)[1]
+             for member in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv")]
+    return _beir_data(*paths, split=split, name="scifact")
+
+
+def _pair_columns(table: pd.DataFrame, path: Path, query_column: Optional[str], passage_column: Optional[str],
+                  negative_columns: Optional[Sequence[str]]) -> Tuple[str, str, List[str]]:
+    """The (query, passage, negatives) columns: as given, or found by their usual names."""
+    def first(candidates, role):
+        found = next((c for c in candidates if c in table.columns), None)
+        if found is None:
+            raise ValueError(f"{path} has no {role} column (looked for {', '.join(candidates)}); its columns are "
+                             f"{', '.join(map(str, table.columns))}: pass {role}_column=...")
+        return found
+    query = first([query_column] if query_column else ["query", "anchor", "question"], "query")
+    passage = first([passage_column] if passage_column else ["passage", "positive", "document", "answer"], "passage")
+    if negative_columns is None:
+        negative_columns = [c for c in table.columns if str(c).startswith("negative")]
+    for column in negative_columns:
+        first([column], "negative")
+    return query, passage, list(negative_columns)
+
+
+def load_pairs(path, query_column: Optional[str] = None, passage_column: Optional[str] = None,
+               negative_columns: Optional[Sequence[str]] = None, sep: Optional[str] = None) -> pd.DataFrame:
+    """Your own (query, passage[, negative, …]) file (CSV / TSV / JSONL / JSON / parquet) as training rows.
+
+    Returns the columns ``anchor``, ``positive`` and, with hard negatives, ``negative`` (one) or
+    ``negative_1``, … ``negative_n`` (several), the names sentence-transformers' MultipleNegativesRankingLoss
+    datasets use. Columns are found by name unless given: query ``query``/``anchor``/``question``, passage
+    ``passage``/``positive``/``document``/``answer``, negatives every column whose name starts with
+    ``negative``. Empty or non-text cells are an error naming the rows.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"no file at {path}")
+    table = _read_table(path, sep, [])
+    query, passage, negatives = _pair_columns(table, path, query_column, passage_column, negative_columns)
+    if path.suffix.lower() in (".csv", ".tsv") or sep is not None:
+        table = _read_table(path, sep, [query, passage, *negatives])  # again, so texts like "123" stay strings
+    names = ["anchor", "positive"] + (["negative"] if len(negatives) == 1 else
+                                      [f"negative_{i}" for i in range(1, len(negatives) + 1)])
+    out = pd.DataFrame(index=table.index)
+    for name, column in zip(names, [query, passage] + negatives):
+        values = table[column]
+        is_text = values.map(lambda v: isinstance(v, str) and v.strip() != "")
+        if not is_text.all():
+            raise ValueError(f"{path}: column {column!r} has empty or non-text values in {_rows(~is_text)}; "
+                             f"drop or fix those rows")
+        out[name] = values.astype(str)
+    out = out.reset_index(drop=True)
+    out.attrs["source_files"] = [str(path)]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
 # The registry of files and datasets
 # ----------------------------------------------------------------------------------------------------
 def _registry() -> Dict[str, DataFile]:
@@ -765,6 +1027,9 @@ def _registry() -> Dict[str, DataFile]:
                    _parse_stsb_full(split), fetch=_fetch_hub)
           for split, hub_split in STSB_HUB_SPLITS.items()),
         *(DataFile(f"stsb-subset/sts-{split}.tsv", None, _parse_stsb_subset(split)) for split in STSB_SUBSET_ROWS),
+        DataFile("scifact/scifact.zip", SCIFACT_ZIP_URL, _parse_scifact_zip, fetch=_fetch_url),
+        *(DataFile(f"scifact/{member}", SCIFACT_ZIP_URL, _check_size(member), sha, _fetch_scifact_member)
+          for member, (_, sha) in SCIFACT_FILES.items()),
     ]
     return {spec.relpath: spec for spec in files}
 
@@ -834,6 +1099,18 @@ DATASETS: Dict[str, DatasetInfo] = {
         "pairs and triplets: SoftmaxLoss, contrastive loss, MultipleNegativesRankingLoss with hard negatives",
         files=tuple((f"snli/snli_1.0_{split}.tsv",) for split in ("dev", "test", "train")),
     ),
+    "scifact": DatasetInfo(
+        "scifact", "SciFact claims against scientific abstracts (BEIR retrieval)", load_scifact, ("train", "test"),
+        ("corpus", "queries", "qrels"),
+        "5,183 abstracts; 809 train / 300 test claims; 919 / 339 relevant (claim, abstract) pairs, binary",
+        SCIFACT_ZIP_URL,
+        "CC BY-NC 2.0 (non-commercial)",
+        "Wadden, Lin, Lo, Wang, van Zuylen, Cohan, Hajishirzi. Fact or Fiction: Verifying Scientific Claims. "
+        "EMNLP 2020; Thakur, Reimers, Rücklé, Srivastava, Gurevych. BEIR: A Heterogeneous Benchmark for Zero-shot "
+        "Evaluation of Information Retrieval Models. NeurIPS 2021 Datasets and Benchmarks",
+        "retrieval: fine-tune on (claim, abstract) pairs with MultipleNegativesRankingLoss; NDCG@10, MRR@10, Recall@k",
+        files=tuple((f"scifact/{member}",) for member in SCIFACT_FILES),
+    ),
 }
 
 
@@ -864,8 +1141,9 @@ def _check_split(dataset: str, split: str, allowed: Tuple[str, ...]) -> str:
 
 
 def load_dataset(name: str, split: Optional[str] = None, **kwargs) -> pd.DataFrame:
-    """Load a dataset by name (``"banking77"``, ``"books"``, ``"stsb"``, ``"snli"``); ``split=None`` means
-    the loader's default (train, except SNLI: dev). Extra keyword arguments go to the loader."""
+    """Load a dataset by name (``"banking77"``, ``"books"``, ``"stsb"``, ``"snli"``, ``"scifact"``); ``split=None``
+    means the loader's default (train, except SNLI: dev, SciFact: test). Extra keyword arguments go to the
+    loader. SciFact gives a :class:`RetrievalData`, not a DataFrame."""
     loader = DATASETS[_check_name(name)].loader
     return loader(**kwargs) if split is None else loader(split, **kwargs)
 
@@ -900,7 +1178,8 @@ def download(names: Union[str, Iterable[str], None] = None, data_dir=None,
     """Prefetch datasets into the cache (``$LABKIT_CACHE_DIR``, default ``~/.cache/labkit/datasets``).
 
     ``names``: a dataset name, a list of them, or ``None`` for all (``banking77``, ``books``, ``stsb``,
-    ``snli``; SNLI includes its ~90 MB train zip). Files already valid in the cache are kept; files in
+    ``snli``, ``scifact``; SNLI includes its ~90 MB train zip, SciFact BEIR's ~3 MB zip). Files already valid
+    in the cache are kept; files in
     ``data_dir`` or ``$LABKIT_DATA_DIR`` (folders laid out like the mirror) are checked and copied;
     the rest are downloaded from their original sources with a progress bar. Returns the cached paths
     per dataset. Used by ``python -m labkit download [NAMES] [--data-dir DIR]``.

@@ -236,7 +236,7 @@ def test_load_dataset_dispatches_and_names_the_known_datasets(data_dir):
 
 def test_describe_lists_source_license_citation_and_size():
     table = data.describe()
-    assert list(table.index) == ["banking77", "books", "stsb", "snli"]
+    assert list(table.index) == ["banking77", "books", "stsb", "snli", "scifact"]
     for column in ("source", "license", "citation", "size", "teaches"):
         assert table[column].str.len().min() > 5
     assert data.describe("snli").loc["snli", "license"] == "CC BY-SA 4.0"
