@@ -8,9 +8,11 @@ of all-MiniLM-L6-v2 for both. Two measurements, in one run:
   the search, the exclusions, the filters, the sampling and building the output rows (ST builds a
   `datasets.Dataset`; labkit's columns are timed alone and with ``to_dataset()``). De-duplication is included
   for both. The two take turns, round after round; the table shows medians and the median of per-round ratios.
-  Each setting is also checked: labkit's rows equal ST's ("top" mode).
-* **With encoding** (``--with-encoding N``): both encode N claims and their abstracts themselves, once each (the
-  encoder dominates: see benchmarks/encode.py).
+  Each setting is also checked: labkit's rows equal ST's ("top" mode). labkit runs once more with small chunks
+  (``chunk_size=1024, query_chunk_size=128``: bounded memory, same rows).
+* **With encoding** (``--with-encoding N``): both encode N claims, their abstracts and 5N more themselves, in
+  turns (``--encoding-rounds``); labkit in fp32 (the same rows as ST) and with ``precision="auto"`` (bf16 where
+  the CPU has it natively). The encoder dominates: see benchmarks/encode.py.
 
 Peak tensor memory of one mining run (`labkit.memory.peak_memory`, PyTorch's profiler) is reported too.
 
@@ -47,6 +49,7 @@ SETTINGS = {
     "range 10-50, max_score=0.8, absolute_margin=0.05, 5 top": dict(range_min=10, range_max=50, max_score=0.8,
                                                                    absolute_margin=0.05, num_negatives=5),
 }
+SMALL_CHUNKS = dict(chunk_size=1024, query_chunk_size=128)  # bounded memory: 128 x (1024 + k) scores at a time
 CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
 
 
@@ -89,16 +92,17 @@ def runners(anchors, positives, corpus, lookup, st_model, options):
 
     dataset = Dataset.from_dict({"anchor": anchors, "positive": positives})
 
-    def labkit_run(to_dataset=False):
+    def labkit_run(to_dataset=False, **chunks):
         pairs = deduplicate_pairs(anchors, positives, corpus)
         embed = lambda texts: torch.from_numpy(np.stack([lookup[t] for t in texts]))  # noqa: E731
-        mined = mine_from_embeddings(pairs, embed(pairs.queries), embed(pairs.corpus), **options)
+        mined = mine_from_embeddings(pairs, embed(pairs.queries), embed(pairs.corpus), **options, **chunks)
         return mined.to_dataset() if to_dataset else mined
 
     def st_run():
         return st_mine(dataset, st_model, corpus=corpus, verbose=False, **options)
 
-    return {"labkit": labkit_run, "labkit + to_dataset()": lambda: labkit_run(True), "sentence-transformers": st_run}
+    return {"labkit": labkit_run, "labkit + to_dataset()": lambda: labkit_run(True),
+            "labkit, small chunks": lambda: labkit_run(**SMALL_CHUNKS), "sentence-transformers": st_run}
 
 
 def timed(run, clock):
@@ -110,23 +114,25 @@ def timed(run, clock):
 def measure_setting(name, options, data, st_model, rounds, clock):
     runs = runners(*data, st_model, options)
     outputs = {impl: run() for impl, run in runs.items()}  # warm-up, and the outputs to compare
-    same = outputs["labkit"].columns == outputs["sentence-transformers"].to_dict()
+    same = outputs["labkit"].columns == outputs["sentence-transformers"].to_dict() == outputs[
+        "labkit, small chunks"].columns
     seconds = {impl: [] for impl in runs}
     for round_index in range(rounds):
         order = list(runs) if round_index % 2 == 0 else list(reversed(runs))
         for impl in order:
             seconds[impl].append(timed(runs[impl], clock)[0])
     ratios = [ours / theirs for ours, theirs in zip(seconds["labkit"], seconds["sentence-transformers"])]
-    memory = {impl: peak_memory(runs[impl], device="cpu").peak_mib for impl in ("labkit", "sentence-transformers")}
+    memory = {impl: peak_memory(runs[impl], device="cpu").peak_mib
+              for impl in ("labkit", "labkit, small chunks", "sentence-transformers")}
     return dict(setting=name, same_rows=same, rows=len(outputs["labkit"]),
                 median_s={impl: statistics.median(values) for impl, values in seconds.items()},
                 ratio=statistics.median(ratios), peak_mib=memory)
 
 
-def measure_with_encoding(anchors, positives, corpus, n_claims, max_length, clock):
-    """Both encode themselves (labkit fp32 / ST defaults), default settings, once each."""
-    chosen = list(dict.fromkeys(anchors))[:n_claims]
-    rows = [(a, p) for a, p in zip(anchors, positives) if a in set(chosen)]
+def measure_with_encoding(anchors, positives, corpus, n_claims, max_length, rounds, clock):
+    """Both encode themselves (labkit fp32 and bf16-where-native / ST defaults), default settings, in turns."""
+    chosen = set(list(dict.fromkeys(anchors))[:n_claims])
+    rows = [(a, p) for a, p in zip(anchors, positives) if a in chosen]
     sub_anchors, sub_positives = [a for a, _ in rows], [p for _, p in rows]
     sub_corpus = list(dict.fromkeys(sub_positives + corpus[: 5 * n_claims]))
     ours = labkit.load_model(device="cpu", max_seq_length=max_length)
@@ -137,10 +143,22 @@ def measure_with_encoding(anchors, positives, corpus, n_claims, max_length, cloc
     from sentence_transformers.util import mine_hard_negatives as st_mine
 
     dataset = Dataset.from_dict({"anchor": sub_anchors, "positive": sub_positives})
-    labkit_s, mined = timed(lambda: mine_hard_negatives(ours, sub_anchors, sub_positives, sub_corpus), clock)
-    st_s, st_rows = timed(lambda: st_mine(dataset, theirs, corpus=sub_corpus, verbose=False), clock)
-    return dict(claims=len(chosen), corpus=len(sub_corpus), labkit_s=labkit_s, st_s=st_s, ratio=labkit_s / st_s,
-                same_rows=mined.columns == st_rows.to_dict())
+    runs = {"labkit": lambda: mine_hard_negatives(ours, sub_anchors, sub_positives, sub_corpus).columns,
+            "labkit auto": lambda: mine_hard_negatives(ours, sub_anchors, sub_positives, sub_corpus,
+                                                       precision="auto").columns,
+            "sentence-transformers": lambda: st_mine(dataset, theirs, corpus=sub_corpus, verbose=False).to_dict()}
+    seconds, outputs = {impl: [] for impl in runs}, {}
+    for round_index in range(rounds):
+        for impl in (list(runs) if round_index % 2 == 0 else list(reversed(runs))):
+            elapsed, outputs[impl] = timed(runs[impl], clock)
+            seconds[impl].append(elapsed)
+    median = {impl: statistics.median(values) for impl, values in seconds.items()}
+    st_negatives = outputs["sentence-transformers"]["negative"]
+    return dict(claims=len(chosen), corpus=len(sub_corpus), median_s=median,
+                ratio=median["labkit"] / median["sentence-transformers"],
+                ratio_auto=median["labkit auto"] / median["sentence-transformers"],
+                same_rows=outputs["labkit"] == outputs["sentence-transformers"],
+                auto_same_negatives=np.mean([a == b for a, b in zip(outputs["labkit auto"]["negative"], st_negatives)]))
 
 
 def report(results, encoding, args, data) -> str:
@@ -150,17 +168,22 @@ def report(results, encoding, args, data) -> str:
              f"{torch.__version__}; {len(set(anchors))} claims ({len(anchors)} pairs) against {len(corpus):,} "
              f"abstracts; embeddings max_length={args.max_length or 'model default'}; {args.rounds} rounds, "
              f"{clock}, medians.", "",
-             "| setting | rows | same rows as ST | labkit s | labkit + to_dataset s | ST s | labkit ÷ ST "
-             "| peak MiB labkit / ST |", "|---|---|---|---|---|---|---|---|"]
+             "| setting | rows | same rows as ST | labkit s | + to_dataset s | small chunks s | ST s | labkit ÷ ST "
+             "| peak MiB labkit / small chunks / ST |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        s = r["median_s"]
+        s, m = r["median_s"], r["peak_mib"]
         lines.append(f"| {r['setting']} | {r['rows']:,} | {'✓' if r['same_rows'] else '✗'} | {s['labkit']:.3f} "
-                     f"| {s['labkit + to_dataset()']:.3f} | {s['sentence-transformers']:.3f} | {r['ratio']:.2f} "
-                     f"| {r['peak_mib']['labkit']:.1f} / {r['peak_mib']['sentence-transformers']:.1f} |")
+                     f"| {s['labkit + to_dataset()']:.3f} | {s['labkit, small chunks']:.3f} "
+                     f"| {s['sentence-transformers']:.3f} | {r['ratio']:.2f} "
+                     f"| {m['labkit']:.1f} / {m['labkit, small chunks']:.1f} / {m['sentence-transformers']:.1f} |")
     if encoding:
-        lines += ["", f"With encoding ({encoding['claims']} claims, {encoding['corpus']:,} abstracts, defaults, one "
-                  f"run each): labkit {encoding['labkit_s']:.2f} s, ST {encoding['st_s']:.2f} s, ratio "
-                  f"{encoding['ratio']:.2f}, same rows: {'✓' if encoding['same_rows'] else '✗'}."]
+        s = encoding["median_s"]
+        lines += ["", f"With encoding ({encoding['claims']} claims, {encoding['corpus']:,} abstracts, defaults, "
+                  f"{args.encoding_rounds} rounds in turns, medians): labkit fp32 {s['labkit']:.2f} s, labkit "
+                  f"precision='auto' {s['labkit auto']:.2f} s, ST {s['sentence-transformers']:.2f} s; labkit ÷ ST "
+                  f"{encoding['ratio']:.2f} (fp32, same rows: {'✓' if encoding['same_rows'] else '✗'}), "
+                  f"{encoding['ratio_auto']:.2f} ('auto'; {encoding['auto_same_negatives']:.1%} of the negatives "
+                  "the same as ST's)."]
     return "\n".join(lines)
 
 
@@ -173,6 +196,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--cache", type=Path, help="an .npz to keep the embeddings in between runs")
     parser.add_argument("--with-encoding", type=int, default=0, metavar="N", help="also time N claims end to end")
+    parser.add_argument("--encoding-rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--clock", choices=CLOCKS, default="wall")
     parser.add_argument("--json", type=Path)
@@ -193,8 +217,8 @@ def main(argv=None) -> int:
     st_model = st_model_with(lookup)
     clock = CLOCKS[args.clock]
     results = [measure_setting(name, options, data, st_model, args.rounds, clock) for name, options in SETTINGS.items()]
-    encoding = measure_with_encoding(anchors, positives, corpus, args.with_encoding, args.max_length, clock) \
-        if args.with_encoding else None
+    encoding = measure_with_encoding(anchors, positives, corpus, args.with_encoding, args.max_length,
+                                     args.encoding_rounds, clock) if args.with_encoding else None
     print(report(results, encoding, args, data))
     if args.json:
         args.json.write_text(json.dumps(dict(results=results, encoding=encoding), indent=1))

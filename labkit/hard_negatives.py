@@ -253,15 +253,16 @@ def top_k_scores(query_embeddings: Tensor, corpus_embeddings: Tensor, k: int, ch
     Chunked with a running top-k: at most ``query_chunk_size x (chunk_size + k)`` scores exist at once. Rows are
     padded with score -inf and index -1 when the corpus has fewer than k texts.
     """
-    queries, corpus = F.normalize(query_embeddings.float(), dim=-1), F.normalize(corpus_embeddings.float(), dim=-1)
+    corpus = corpus_embeddings.float()
     kept = min(k, len(corpus))
     all_scores, all_indices = [], []
-    for q_start in range(0, len(queries), query_chunk_size):
-        block = queries[q_start:q_start + query_chunk_size]
+    for q_start in range(0, len(query_embeddings), query_chunk_size):
+        block = F.normalize(query_embeddings[q_start:q_start + query_chunk_size].float(), dim=-1)
         best_scores = block.new_empty(len(block), 0)
         best_indices = torch.empty(len(block), 0, dtype=torch.long)
         for c_start in range(0, len(corpus), chunk_size):
-            scores = block @ corpus[c_start:c_start + chunk_size].T
+            # Normalised chunk by chunk (row by row, so the same numbers), to keep no normalised copy of the corpus.
+            scores = block @ F.normalize(corpus[c_start:c_start + chunk_size], dim=-1).T
             scores, indices = scores.topk(min(kept, scores.size(1)), dim=1)
             best_scores = torch.cat([best_scores, scores], dim=1)
             best_indices = torch.cat([best_indices, indices + c_start], dim=1)
@@ -439,9 +440,9 @@ def mine_from_embeddings(
     window = range_max + pairs.max_rows + 1
     scores, indices = top_k_scores(query_embeddings, corpus_embeddings, window, chunk_size, query_chunk_size)
     excluded = _exclude(scores, indices, pairs)
-    q, c = F.normalize(query_embeddings.float(), dim=-1), F.normalize(corpus_embeddings.float(), dim=-1)
-    pos_scores = (q[pairs.pair_query] * c[pairs.pair_positive]).sum(-1)
-    weakest = torch.full((len(q),), float("inf")).scatter_reduce(0, pairs.pair_query, pos_scores, "amin")
+    pos_scores = (F.normalize(query_embeddings[pairs.pair_query].float(), dim=-1)
+                  * F.normalize(corpus_embeddings[pairs.pair_positive].float(), dim=-1)).sum(-1)
+    weakest = torch.full((len(pairs.queries),), float("inf")).scatter_reduce(0, pairs.pair_query, pos_scores, "amin")
     skipped, ratio = _apply_filters(scores, weakest, settings)
     neg_scores, neg_indices = _select(scores, indices, range_min, range_max, num_negatives, sampling_strategy, seed)
     queries, corpus = np.array(pairs.queries, dtype=object), np.array(pairs.corpus, dtype=object)
