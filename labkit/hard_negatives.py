@@ -599,3 +599,26 @@ def filter_sweep(pairs: _Pairs, query_embeddings: Tensor, corpus_embeddings: Ten
                              suspect_top=int(suspects[:, 0].sum()), relevant=found,
                              skipped=dict(mined.statistics.skipped), missing=mined.statistics.missing)
     return results
+
+
+def suspect_examples(mined: MinedNegatives, count: int = 3, min_positive_score: float | None = None) -> list[dict]:
+    """The anchors whose top negative is a `false_negative_suspects` one, highest negative score first:
+    [{"anchor", "positive", "positive_score", "negative", "negative_score"}].
+
+    ``min_positive_score`` keeps anchors whose weakest positive scores at least that (an anchor with a badly
+    scored positive makes every close text a "suspect"; a well-scored one makes a closer text a likely false
+    negative). Read them: whether a suspect is relevant is for a person (or a better model) to decide.
+    """
+    weakest = torch.full((len(mined.queries),), float("inf")).scatter_reduce(
+        0, mined.pair_query, mined.positive_scores, "amin")
+    candidates = false_negative_suspects(mined)[:, 0]
+    if min_positive_score is not None:
+        candidates &= weakest >= min_positive_score
+    top_scores = torch.where(candidates, mined.negative_scores[:, 0], -float("inf"))
+    chosen = [q for q in top_scores.argsort(descending=True)[:count].tolist() if candidates[q]]
+    first_positive = {}
+    for q, p in zip(mined.pair_query.tolist(), mined.positive_indices.tolist()):
+        first_positive.setdefault(q, p)
+    return [dict(anchor=mined.queries[q], positive=mined.corpus[first_positive[q]], positive_score=float(weakest[q]),
+                 negative=mined.corpus[int(mined.negative_indices[q, 0])],
+                 negative_score=float(mined.negative_scores[q, 0])) for q in chosen]

@@ -18,7 +18,7 @@ import torch
 
 from labkit.hard_negatives import (
     deduplicate_pairs, false_negative_suspects, filter_sweep, mine_from_embeddings, mine_hard_negatives,
-    top_k_scores,
+    suspect_examples, top_k_scores,
 )
 
 N_CLAIMS, N_DOCS = 100, 1000
@@ -349,3 +349,17 @@ def test_false_negative_suspects_and_filter_sweep():
     capped = mine_from_embeddings(pairs, queries, corpus, num_negatives=3, max_score=0.5)
     assert sweep["max_score=0.5"]["suspects"] == int(false_negative_suspects(capped).sum())
     assert sweep["max_score=0.5"]["negatives"] == int((capped.negative_scores != -float("inf")).sum())
+
+
+def test_suspect_examples_are_the_highest_scored_suspect_top_negatives():
+    _, _, _, pairs, queries, corpus = random_problem()
+    mined = mine_from_embeddings(pairs, queries, corpus, num_negatives=2)
+    weakest = {}
+    for q, s in zip(mined.pair_query.tolist(), mined.positive_scores.tolist()):
+        weakest[q] = min(weakest.get(q, s), s)
+    expected = sorted((float(mined.negative_scores[q, 0]), q) for q in weakest
+                      if mined.negative_scores[q, 0] >= weakest[q] and weakest[q] >= 0.1)[::-1][:3]
+    examples = suspect_examples(mined, count=3, min_positive_score=0.1)
+    assert [(e["negative_score"], e["anchor"]) for e in examples] == [(s, pairs.queries[q]) for s, q in expected]
+    assert all(e["negative"] == pairs.corpus[int(mined.negative_indices[pairs.queries.index(e["anchor"]), 0])]
+               for e in examples)
