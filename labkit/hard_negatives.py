@@ -23,6 +23,11 @@ The scoring is chunked: queries in blocks of ``query_chunk_size``, the corpus in
 running top-k, so the extra memory is about ``query_chunk_size * (chunk_size + k)`` scores plus the
 ``n_queries * k`` window, never the full queries x corpus matrix.
 
+Functions: `mine_hard_negatives` (encodes with the model, then mines), `mine_from_embeddings` (embeddings already
+computed, after `deduplicate_pairs`), `top_k_scores` (the chunked search). For the false-negative problem:
+`false_negative_suspects` (mined negatives scoring at least their anchor's weakest positive), `suspect_examples`
+(the highest-scored of them, to read) and `filter_sweep` (how many suspects each margin / max_score setting keeps).
+
 Reference: sentence-transformers' ``sentence_transformers.util.mine_hard_negatives``
 (https://sbert.net/docs/package_reference/util.html); NV-Retriever (Moreira et al., 2024,
 https://arxiv.org/abs/2407.15831) on why margins matter: the closest "negatives" are often unlabelled positives.
