@@ -115,7 +115,8 @@ class CachedMultipleNegativesRankingLoss(nn.Module):
         similarity_fct: all-pairs similarity, default `cos_sim`.
         mini_batch_size: rows embedded at once; bounds the memory. Larger is faster; 32 by default.
         show_progress_bar: show tqdm bars over the mini-batches.
-        directions, partition_mode: passed to `MultipleNegativesRankingLoss` (keyword-only).
+        directions, partition_mode, hardness_mode, hardness_strength: passed to `MultipleNegativesRankingLoss`
+            (keyword-only).
 
     When to use:
         (anchor, positive[, negatives]) data as for MNRL, when the batch you want (hundreds to thousands:
@@ -153,6 +154,8 @@ class CachedMultipleNegativesRankingLoss(nn.Module):
         *,
         directions: Sequence[str] = ("query_to_doc",),
         partition_mode: str = "joint",
+        hardness_mode: str | None = None,
+        hardness_strength: float = 0.0,
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -164,7 +167,8 @@ class CachedMultipleNegativesRankingLoss(nn.Module):
             raise ValueError(f"mini_batch_size must be a positive integer, got {mini_batch_size}.")
         self.model = model
         self.loss = MultipleNegativesRankingLoss(
-            scale=scale, similarity_fct=similarity_fct, directions=directions, partition_mode=partition_mode
+            scale=scale, similarity_fct=similarity_fct, directions=directions, partition_mode=partition_mode,
+            hardness_mode=hardness_mode, hardness_strength=hardness_strength,
         )
         self.mini_batch_size = int(mini_batch_size)
         self.show_progress_bar = show_progress_bar
