@@ -13,7 +13,7 @@ on (`DATA_KINDS`), how it is called (`INPUTS`) and its knobs (margin, scale) wit
 lists the losses for a kind. The command line, `labkit.experiment`, the loss playground and the loss comparison
 all take their lists of losses from it: to add a loss, add one entry there.
 """
-from labkit.losses.cached import CachedMultipleNegativesRankingLoss
+from labkit.losses.cached import CachedMultipleNegativesRankingLoss, CachedMultipleNegativesSymmetricRankingLoss
 from labkit.losses.classification import ClassificationLoss
 from labkit.losses.pairs import ContrastiveLoss, OnlineContrastiveLoss, SiameseDistanceMetric
 from labkit.losses.ranking import (
@@ -40,7 +40,7 @@ __all__ = [
     "TripletLoss",
     "BatchAllTripletLoss", "BatchHardTripletLoss", "BatchHardSoftMarginTripletLoss", "BatchSemiHardTripletLoss",
     "MultipleNegativesRankingLoss", "MultipleNegativesSymmetricRankingLoss", "ContrastiveTensionLossInBatchNegatives",
-    "CachedMultipleNegativesRankingLoss", "ClassificationLoss", "SiameseDistanceMetric", "TripletDistanceMetric",
+    "CachedMultipleNegativesRankingLoss", "CachedMultipleNegativesSymmetricRankingLoss", "ClassificationLoss", "SiameseDistanceMetric", "TripletDistanceMetric",
     "BatchHardTripletLossDistanceFunction",
     "REGISTRY", "NOT_REGISTERED", "DATA_KINDS", "INPUTS", "LossEntry", "Knob", "LossArgumentError", "build_loss",
     "losses_for",

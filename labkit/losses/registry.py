@@ -38,13 +38,19 @@ sentence-transformers' scale 20; the contrastive losses its margin 0.5. `build_l
 default: what you do not pass takes sentence-transformers' default, as it always has; the course's values are
 applied by whoever chooses them (`labkit.course.compare`).
 
+Losses that run a model
+-----------------------
+The cached (GradCache) losses and GIST run a model themselves (GIST also a guide model), so their entries say what
+they ``need`` (``("model",)``, ``("model", "guide")``) and are called on tokenized columns (``inputs="runs the
+model"``): ``build_loss("CachedMultipleNegativesRankingLoss", "positive_pairs", model=model)``. No list that builds
+losses without a model (the command line's kinds, the playground, the comparison) offers them.
+
 Losses not registered
 ---------------------
-Three classes of `labkit.losses` are left out, because their constructors need more than knobs: something only a
+Two classes of `labkit.losses` are left out, because their constructors need more than knobs: something only a
 training run has (`NOT_REGISTERED` says why for each). Nothing builds them by name; their notebooks build them by
 hand.
 
-* `CachedMultipleNegativesRankingLoss` runs the model itself (GradCache), so it is built around the model.
 * `SoftmaxLoss` (NLI pairs) and `ClassificationLoss` (labelled texts) own a trainable classifier head sized by the
   model's embedding dimension and the number of labels.
 
@@ -62,6 +68,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 
+from labkit.losses.cached import CachedMultipleNegativesRankingLoss, CachedMultipleNegativesSymmetricRankingLoss
 from labkit.losses.pairs import ContrastiveLoss, OnlineContrastiveLoss
 from labkit.losses.ranking import (
     ContrastiveTensionLossInBatchNegatives,
@@ -95,6 +102,8 @@ INPUTS = {
     "pairs": "loss(emb_a, emb_b, labels): a 0/1 label or a score per pair",
     "in-batch negatives": "loss(anchor, positive, *negatives): the other rows' positives are the negatives",
     "two encodings": "loss(emb_1, emb_2): the same texts through two encoders",
+    "runs the model": "loss(features): tokenized columns [anchor, positive, *negatives]; the loss runs the model "
+                      "(and any guide) itself",
 }
 
 
@@ -117,12 +126,15 @@ class Knob:
 
 @dataclass(frozen=True)
 class LossEntry:
-    """One registered loss: its class, how it is called (`INPUTS`), the data it trains on (`DATA_KINDS`), its knobs."""
+    """One registered loss: its class, how it is called (`INPUTS`), the data it trains on (`DATA_KINDS`), its knobs,
+    and what it ``needs`` besides them (``("model",)`` for the cached losses, ``("model", "guide")`` for GIST):
+    `build_loss` refuses to build it without those."""
 
     loss_class: type
     inputs: str
     data_kinds: tuple[str, ...]
     knobs: tuple[Knob, ...] = ()
+    needs: tuple[str, ...] = ()  # constructor arguments only a training run has: the model it runs, a guide
 
     @property
     def name(self) -> str:
@@ -157,11 +169,13 @@ REGISTRY: dict[str, LossEntry] = {entry.name: entry for entry in (
     LossEntry(MultipleNegativesRankingLoss, "in-batch negatives", ("labelled", "positive_pairs", "triplets"), (_SCALE,)),
     LossEntry(MultipleNegativesSymmetricRankingLoss, "in-batch negatives", ("positive_pairs",), (_SCALE,)),
     LossEntry(ContrastiveTensionLossInBatchNegatives, "two encodings", ("unlabelled",), (_SCALE,)),
+    LossEntry(CachedMultipleNegativesRankingLoss, "runs the model", ("positive_pairs", "triplets"), (_SCALE,),
+              needs=("model",)),
+    LossEntry(CachedMultipleNegativesSymmetricRankingLoss, "runs the model", ("positive_pairs",), (_SCALE,),
+              needs=("model",)),
 )}
 
 NOT_REGISTERED = {
-    "CachedMultipleNegativesRankingLoss": "it runs the model itself (GradCache), so its constructor takes the model: "
-                                          "build it around your model, for (anchor, positive) pairs (notebook 07)",
     "SoftmaxLoss": "its classifier head needs embedding_dimension and num_labels, from the model and the (premise, "
                    "hypothesis, label) NLI data, not knobs (notebook 06)",
     "ClassificationLoss": "its classifier head needs embedding_dimension and num_labels, from the model and the "
@@ -186,7 +200,14 @@ def build_loss(name: str, kind: str, **loss_kwargs):
     fitting = losses_for(kind)
     if name not in fitting:
         raise ValueError(f"{name} does not fit {kind.replace('_', ' ')} data; use one of: {', '.join(fitting)}.")
-    loss_class = REGISTRY[name].loss_class
+    entry = REGISTRY[name]
+    missing = [need for need in entry.needs if loss_kwargs.get(need) is None]
+    if missing:
+        raise LossArgumentError(
+            f"{name} runs a model itself, so it needs {' and '.join(missing)}: "
+            f"build_loss({name!r}, {kind!r}, {', '.join(f'{need}=...' for need in entry.needs)})."
+        )
+    loss_class = entry.loss_class
     try:
         return loss_class(**loss_kwargs)
     except TypeError as error:
