@@ -13,7 +13,7 @@ from labkit.losses import (
     DATA_KINDS, INPUTS, NOT_REGISTERED, REGISTRY, LossArgumentError, build_loss, losses_for,
 )
 
-KNOB_NAMES = ("margin", "scale")
+KNOB_NAMES = ("margin", "scale", "temperature")
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,11 @@ def test_the_course_and_sentence_transformers_defaults():
 
 def test_losses_that_run_a_model_need_it():
     runs_a_model = [name for name, entry in REGISTRY.items() if entry.needs]
-    assert {"CachedMultipleNegativesRankingLoss", "CachedMultipleNegativesSymmetricRankingLoss"} <= set(runs_a_model)
+    assert set(runs_a_model) == {"CachedMultipleNegativesRankingLoss", "CachedMultipleNegativesSymmetricRankingLoss",
+                                 "GISTEmbedLoss", "CachedGISTEmbedLoss"}
+    assert REGISTRY["GISTEmbedLoss"].needs == REGISTRY["CachedGISTEmbedLoss"].needs == ("model", "guide")
+    with pytest.raises(LossArgumentError, match="GISTEmbedLoss runs a model itself, so it needs guide"):
+        build_loss("GISTEmbedLoss", "triplets", model=torch.nn.Linear(2, 2))
     with pytest.raises(LossArgumentError, match=r"CachedMultipleNegativesRankingLoss runs a model itself, so it needs "
                                                 r"model: build_loss\('CachedMultipleNegativesRankingLoss', "
                                                 r"'positive_pairs', model=\.\.\.\)"):

@@ -2,8 +2,9 @@
 
 They take embedding tensors (not a model), so they can be taught, plotted and tested on their own:
 pairs `loss(emb_a, emb_b, labels)`, triplets `loss(anchor, positive, negative)`, labelled batches
-`loss(embeddings, labels)`, in-batch negatives `loss(anchor, positive, *negatives)`. The one exception,
-`CachedMultipleNegativesRankingLoss`, must run the model itself (GradCache) and takes tokenized inputs.
+`loss(embeddings, labels)`, in-batch negatives `loss(anchor, positive, *negatives)`. The exceptions must run a
+model themselves and take tokenized columns and the model(s) explicitly: the cached (GradCache) losses run the
+model twice, GIST (`GISTEmbedLoss`, `CachedGISTEmbedLoss`) also runs a guide model.
 `ClassificationLoss` (a linear head + cross-entropy on labelled batches) is not a sentence-transformers loss:
 it is the "classification fine-tuning" baseline of notebook 12.
 
@@ -15,6 +16,7 @@ all take their lists of losses from it: to add a loss, add one entry there.
 """
 from labkit.losses.cached import CachedMultipleNegativesRankingLoss, CachedMultipleNegativesSymmetricRankingLoss
 from labkit.losses.classification import ClassificationLoss
+from labkit.losses.gist import CachedGISTEmbedLoss, GISTEmbedLoss
 from labkit.losses.pairs import ContrastiveLoss, OnlineContrastiveLoss, SiameseDistanceMetric
 from labkit.losses.ranking import (
     ContrastiveTensionLossInBatchNegatives,
@@ -40,7 +42,8 @@ __all__ = [
     "TripletLoss",
     "BatchAllTripletLoss", "BatchHardTripletLoss", "BatchHardSoftMarginTripletLoss", "BatchSemiHardTripletLoss",
     "MultipleNegativesRankingLoss", "MultipleNegativesSymmetricRankingLoss", "ContrastiveTensionLossInBatchNegatives",
-    "CachedMultipleNegativesRankingLoss", "CachedMultipleNegativesSymmetricRankingLoss", "ClassificationLoss", "SiameseDistanceMetric", "TripletDistanceMetric",
+    "CachedMultipleNegativesRankingLoss", "CachedMultipleNegativesSymmetricRankingLoss", "GISTEmbedLoss",
+    "CachedGISTEmbedLoss", "ClassificationLoss", "SiameseDistanceMetric", "TripletDistanceMetric",
     "BatchHardTripletLossDistanceFunction",
     "REGISTRY", "NOT_REGISTERED", "DATA_KINDS", "INPUTS", "LossEntry", "Knob", "LossArgumentError", "build_loss",
     "losses_for",

@@ -155,13 +155,17 @@ class RankingExplanation:
         """
         import pandas as pd
 
-        blocks = {"similarity": self.similarity, "logits": self.logits, "probabilities": self.probabilities}
+        blocks = self.blocks()
         if what not in blocks:
             raise ValueError(f"what must be one of {sorted(blocks)}, got {what!r}.")
         if direction not in self.logits:
             raise ValueError(f"direction {direction!r} is not in this explanation; it has {list(self.logits)}.")
         values = blocks[what][direction].detach().cpu().double().numpy().round(decimals)
         return pd.DataFrame(values, index=self.rows[direction], columns=self.columns[direction]) + 0.0  # no "-0.0"
+
+    def blocks(self) -> dict[str, dict[str, Tensor]]:
+        """The (B, n) blocks `to_frame` can show, by name."""
+        return {"similarity": self.similarity, "logits": self.logits, "probabilities": self.probabilities}
 
 
 def explain_logits(
@@ -171,15 +175,17 @@ def explain_logits(
     columns: dict[str, list[str]],
     rows: dict[str, list[str]],
     similarity: dict[str, Tensor] | None = None,
+    positive_block: str = "query_to_doc",
 ) -> RankingExplanation:
     """Softmax rows, targets, per-anchor cross-entropy and the mean, from the scaled logits of each direction.
 
     The same arithmetic as `MultipleNegativesRankingLoss.forward`, kept apart so every step can be shown.
-    `similarity` defaults to ``logits / scale`` (right unless a hardness penalty was added to the logits).
+    `similarity` defaults to ``logits / scale`` (right unless a hardness penalty was added to the logits);
+    column i of `positive_block` holds anchor i's positive.
     """
     batch_size = next(iter(logits.values())).shape[0]
-    targets = torch.arange(batch_size, device=logits["query_to_doc"].device)
-    positive_logit = logits["query_to_doc"][targets, targets]
+    targets = torch.arange(batch_size, device=logits[positive_block].device)
+    positive_logit = logits[positive_block][targets, targets]
     if partition_mode == "joint":
         joint = torch.cat(list(logits.values()), dim=1)
         widths = [block.shape[1] for block in logits.values()]

@@ -69,6 +69,7 @@ import inspect
 from dataclasses import dataclass
 
 from labkit.losses.cached import CachedMultipleNegativesRankingLoss, CachedMultipleNegativesSymmetricRankingLoss
+from labkit.losses.gist import CachedGISTEmbedLoss, GISTEmbedLoss
 from labkit.losses.pairs import ContrastiveLoss, OnlineContrastiveLoss
 from labkit.losses.ranking import (
     ContrastiveTensionLossInBatchNegatives,
@@ -109,7 +110,8 @@ INPUTS = {
 
 @dataclass(frozen=True)
 class Knob:
-    """A hyperparameter a learner tunes: its common ``name`` ("margin" or "scale") and the course's ``default``.
+    """A hyperparameter a learner tunes: its common ``name`` ("margin", "scale", "temperature", ...) and the
+    course's ``default``.
 
     ``argument`` is the constructor keyword when it is not ``name`` (TripletLoss: ``triplet_margin``).
     """
@@ -154,6 +156,7 @@ class LossEntry:
 
 _MARGIN = Knob("margin", 0.5)  # fits unit vectors: Euclidean distances lie in [0, 2]
 _SCALE = Knob("scale", 20.0)
+_GIST_KNOBS = (Knob("temperature", 0.01), Knob("margin", 0.0))  # sentence-transformers' values
 
 REGISTRY: dict[str, LossEntry] = {entry.name: entry for entry in (
     LossEntry(BatchAllTripletLoss, "batch", ("labelled",), (_MARGIN,)),
@@ -173,6 +176,9 @@ REGISTRY: dict[str, LossEntry] = {entry.name: entry for entry in (
               needs=("model",)),
     LossEntry(CachedMultipleNegativesSymmetricRankingLoss, "runs the model", ("positive_pairs",), (_SCALE,),
               needs=("model",)),
+    LossEntry(GISTEmbedLoss, "runs the model", ("positive_pairs", "triplets"), _GIST_KNOBS, needs=("model", "guide")),
+    LossEntry(CachedGISTEmbedLoss, "runs the model", ("positive_pairs", "triplets"), _GIST_KNOBS,
+              needs=("model", "guide")),
 )}
 
 NOT_REGISTERED = {
