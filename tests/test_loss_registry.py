@@ -13,7 +13,7 @@ from labkit.losses import (
     DATA_KINDS, INPUTS, NOT_REGISTERED, REGISTRY, LossArgumentError, build_loss, losses_for,
 )
 
-KNOB_NAMES = ("margin", "scale", "temperature")
+KNOB_NAMES = ("margin", "scale", "temperature", "positive_margin", "negative_margin")
 
 
 @pytest.fixture(scope="module")

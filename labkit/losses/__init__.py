@@ -2,7 +2,8 @@
 
 They take embedding tensors (not a model), so they can be taught, plotted and tested on their own:
 pairs `loss(emb_a, emb_b, labels)`, triplets `loss(anchor, positive, negative)`, labelled batches
-`loss(embeddings, labels)`, in-batch negatives `loss(anchor, positive, *negatives)`. The exceptions must run a
+`loss(embeddings, labels)`, in-batch negatives `loss(anchor, positive, *negatives)`, regularisers
+`loss(*columns)` (`GlobalOrthogonalRegularizationLoss`). The exceptions must run a
 model themselves and take tokenized columns and the model(s) explicitly: the cached (GradCache) losses run the
 model twice, GIST (`GISTEmbedLoss`, `CachedGISTEmbedLoss`) also runs a guide model.
 `ClassificationLoss` (a linear head + cross-entropy on labelled batches) is not a sentence-transformers loss:
@@ -17,6 +18,7 @@ all take their lists of losses from it: to add a loss, add one entry there.
 from labkit.losses.cached import CachedMultipleNegativesRankingLoss, CachedMultipleNegativesSymmetricRankingLoss
 from labkit.losses.classification import ClassificationLoss
 from labkit.losses.gist import CachedGISTEmbedLoss, GISTEmbedLoss
+from labkit.losses.megabatch import MegaBatchMarginLoss
 from labkit.losses.pairs import ContrastiveLoss, OnlineContrastiveLoss, SiameseDistanceMetric
 from labkit.losses.ranking import (
     ContrastiveTensionLossInBatchNegatives,
@@ -24,6 +26,7 @@ from labkit.losses.ranking import (
     MultipleNegativesSymmetricRankingLoss,
 )
 from labkit.losses.regression import AnglELoss, CoSENTLoss, CosineSimilarityLoss, SoftmaxLoss
+from labkit.losses.regularization import GlobalOrthogonalRegularizationLoss
 from labkit.losses.triplets import (
     BatchHardTripletLossDistanceFunction,
     TripletDistanceMetric,
@@ -43,7 +46,7 @@ __all__ = [
     "BatchAllTripletLoss", "BatchHardTripletLoss", "BatchHardSoftMarginTripletLoss", "BatchSemiHardTripletLoss",
     "MultipleNegativesRankingLoss", "MultipleNegativesSymmetricRankingLoss", "ContrastiveTensionLossInBatchNegatives",
     "CachedMultipleNegativesRankingLoss", "CachedMultipleNegativesSymmetricRankingLoss", "GISTEmbedLoss",
-    "CachedGISTEmbedLoss", "ClassificationLoss", "SiameseDistanceMetric", "TripletDistanceMetric",
+    "CachedGISTEmbedLoss", "MegaBatchMarginLoss", "GlobalOrthogonalRegularizationLoss", "ClassificationLoss", "SiameseDistanceMetric", "TripletDistanceMetric",
     "BatchHardTripletLossDistanceFunction",
     "REGISTRY", "NOT_REGISTERED", "DATA_KINDS", "INPUTS", "LossEntry", "Knob", "LossArgumentError", "build_loss",
     "losses_for",

@@ -70,6 +70,7 @@ from dataclasses import dataclass
 
 from labkit.losses.cached import CachedMultipleNegativesRankingLoss, CachedMultipleNegativesSymmetricRankingLoss
 from labkit.losses.gist import CachedGISTEmbedLoss, GISTEmbedLoss
+from labkit.losses.megabatch import MegaBatchMarginLoss
 from labkit.losses.pairs import ContrastiveLoss, OnlineContrastiveLoss
 from labkit.losses.ranking import (
     ContrastiveTensionLossInBatchNegatives,
@@ -77,6 +78,7 @@ from labkit.losses.ranking import (
     MultipleNegativesSymmetricRankingLoss,
 )
 from labkit.losses.regression import AnglELoss, CoSENTLoss, CosineSimilarityLoss
+from labkit.losses.regularization import GlobalOrthogonalRegularizationLoss
 from labkit.losses.triplets import (
     BatchAllTripletLoss,
     BatchHardSoftMarginTripletLoss,
@@ -103,6 +105,8 @@ INPUTS = {
     "pairs": "loss(emb_a, emb_b, labels): a 0/1 label or a score per pair",
     "in-batch negatives": "loss(anchor, positive, *negatives): the other rows' positives are the negatives",
     "two encodings": "loss(emb_1, emb_2): the same texts through two encoders",
+    "anchor-positive pairs": "loss(anchor, positive): the other rows' positives are the negatives; no negative columns",
+    "columns": "loss(*columns): any number of embedding columns, each regularised on its own; no labels",
     "runs the model": "loss(features): tokenized columns [anchor, positive, *negatives]; the loss runs the model "
                       "(and any guide) itself",
 }
@@ -172,6 +176,9 @@ REGISTRY: dict[str, LossEntry] = {entry.name: entry for entry in (
     LossEntry(MultipleNegativesRankingLoss, "in-batch negatives", ("labelled", "positive_pairs", "triplets"), (_SCALE,)),
     LossEntry(MultipleNegativesSymmetricRankingLoss, "in-batch negatives", ("positive_pairs",), (_SCALE,)),
     LossEntry(ContrastiveTensionLossInBatchNegatives, "two encodings", ("unlabelled",), (_SCALE,)),
+    LossEntry(MegaBatchMarginLoss, "anchor-positive pairs", ("positive_pairs",),
+              (Knob("positive_margin", 0.8), Knob("negative_margin", 0.3))),  # sentence-transformers' values
+    LossEntry(GlobalOrthogonalRegularizationLoss, "columns", ("positive_pairs", "triplets")),  # add to a main loss
     LossEntry(CachedMultipleNegativesRankingLoss, "runs the model", ("positive_pairs", "triplets"), (_SCALE,),
               needs=("model",)),
     LossEntry(CachedMultipleNegativesSymmetricRankingLoss, "runs the model", ("positive_pairs",), (_SCALE,),
