@@ -3,7 +3,8 @@
 They take embedding tensors (not a model), so they can be taught, plotted and tested on their own:
 pairs `loss(emb_a, emb_b, labels)`, triplets `loss(anchor, positive, negative)`, labelled batches
 `loss(embeddings, labels)`, in-batch negatives `loss(anchor, positive, *negatives)`, regularisers
-`loss(*columns)` (`GlobalOrthogonalRegularizationLoss`). The exceptions must run a
+`loss(*columns)` (`GlobalOrthogonalRegularizationLoss`), distillation `loss(*columns, labels)` with the teacher's
+embeddings or scores as labels. The exceptions must run a
 model themselves and take tokenized columns and the model(s) explicitly: the cached (GradCache) losses run the
 model twice, GIST (`GISTEmbedLoss`, `CachedGISTEmbedLoss`) also runs a guide model.
 `ClassificationLoss` (a linear head + cross-entropy on labelled batches) is not a sentence-transformers loss:
@@ -17,6 +18,7 @@ all take their lists of losses from it: to add a loss, add one entry there.
 """
 from labkit.losses.cached import CachedMultipleNegativesRankingLoss, CachedMultipleNegativesSymmetricRankingLoss
 from labkit.losses.classification import ClassificationLoss
+from labkit.losses.distillation import DistillKLDivLoss, EmbedDistillLoss, MarginMSELoss, MSELoss
 from labkit.losses.gist import CachedGISTEmbedLoss, GISTEmbedLoss
 from labkit.losses.megabatch import MegaBatchMarginLoss
 from labkit.losses.pairs import ContrastiveLoss, OnlineContrastiveLoss, SiameseDistanceMetric
@@ -46,8 +48,9 @@ __all__ = [
     "BatchAllTripletLoss", "BatchHardTripletLoss", "BatchHardSoftMarginTripletLoss", "BatchSemiHardTripletLoss",
     "MultipleNegativesRankingLoss", "MultipleNegativesSymmetricRankingLoss", "ContrastiveTensionLossInBatchNegatives",
     "CachedMultipleNegativesRankingLoss", "CachedMultipleNegativesSymmetricRankingLoss", "GISTEmbedLoss",
-    "CachedGISTEmbedLoss", "MegaBatchMarginLoss", "GlobalOrthogonalRegularizationLoss", "ClassificationLoss", "SiameseDistanceMetric", "TripletDistanceMetric",
-    "BatchHardTripletLossDistanceFunction",
+    "CachedGISTEmbedLoss", "MegaBatchMarginLoss", "GlobalOrthogonalRegularizationLoss", "MSELoss",
+    "EmbedDistillLoss", "MarginMSELoss", "DistillKLDivLoss", "ClassificationLoss", "SiameseDistanceMetric",
+    "TripletDistanceMetric", "BatchHardTripletLossDistanceFunction",
     "REGISTRY", "NOT_REGISTERED", "DATA_KINDS", "INPUTS", "LossEntry", "Knob", "LossArgumentError", "build_loss",
     "losses_for",
 ]

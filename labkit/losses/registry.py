@@ -19,6 +19,8 @@ A data kind is what one training row looks like, i.e. which columns a dataset ne
   negatives.
 * ``triplets``: (anchor, positive, negative) rows.
 * ``unlabelled``: single texts without labels (Contrastive Tension: each text is its own positive).
+* ``teacher_embeddings`` / ``teacher_scores``: distillation; the label is what a teacher model made of the row,
+  precomputed (its embeddings; its scores of the candidates, or their margins).
 
 `labkit.experiment.data_kind` recognises the first three from a DataFrame's columns; those are the kinds the
 command line trains on (``LOSSES_FOR``). A loss may fit several kinds; ``data_kinds`` lists them.
@@ -69,6 +71,7 @@ import inspect
 from dataclasses import dataclass
 
 from labkit.losses.cached import CachedMultipleNegativesRankingLoss, CachedMultipleNegativesSymmetricRankingLoss
+from labkit.losses.distillation import DistillKLDivLoss, EmbedDistillLoss, MarginMSELoss, MSELoss
 from labkit.losses.gist import CachedGISTEmbedLoss, GISTEmbedLoss
 from labkit.losses.megabatch import MegaBatchMarginLoss
 from labkit.losses.pairs import ContrastiveLoss, OnlineContrastiveLoss
@@ -97,6 +100,8 @@ DATA_KINDS = {
     "positive_pairs": "(anchor, positive) pairs, e.g. (question, answer); no label",
     "triplets": "(anchor, positive, negative) rows",
     "unlabelled": "single texts without labels",
+    "teacher_embeddings": "texts (or parallel texts) labelled with a teacher model's embedding",
+    "teacher_scores": "(query, positive, negative...) rows labelled with a teacher's scores or score margins",
 }
 
 INPUTS = {
@@ -107,6 +112,9 @@ INPUTS = {
     "two encodings": "loss(emb_1, emb_2): the same texts through two encoders",
     "anchor-positive pairs": "loss(anchor, positive): the other rows' positives are the negatives; no negative columns",
     "columns": "loss(*columns): any number of embedding columns, each regularised on its own; no labels",
+    "teacher embeddings": "loss(*columns, labels): labels are the teacher's embeddings, (B, D_t) or (B, columns, D_t)",
+    "teacher scores": "loss(query, *candidates, labels): labels are the teacher's scores (B, candidates) or "
+                      "margins (B, negatives)",
     "runs the model": "loss(features): tokenized columns [anchor, positive, *negatives]; the loss runs the model "
                       "(and any guide) itself",
 }
@@ -179,6 +187,10 @@ REGISTRY: dict[str, LossEntry] = {entry.name: entry for entry in (
     LossEntry(MegaBatchMarginLoss, "anchor-positive pairs", ("positive_pairs",),
               (Knob("positive_margin", 0.8), Knob("negative_margin", 0.3))),  # sentence-transformers' values
     LossEntry(GlobalOrthogonalRegularizationLoss, "columns", ("positive_pairs", "triplets")),  # add to a main loss
+    LossEntry(MSELoss, "teacher embeddings", ("teacher_embeddings",)),
+    LossEntry(EmbedDistillLoss, "teacher embeddings", ("teacher_embeddings",)),
+    LossEntry(MarginMSELoss, "teacher scores", ("teacher_scores",)),
+    LossEntry(DistillKLDivLoss, "teacher scores", ("teacher_scores",), (Knob("temperature", 1.0),)),
     LossEntry(CachedMultipleNegativesRankingLoss, "runs the model", ("positive_pairs", "triplets"), (_SCALE,),
               needs=("model",)),
     LossEntry(CachedMultipleNegativesSymmetricRankingLoss, "runs the model", ("positive_pairs",), (_SCALE,),
