@@ -199,3 +199,18 @@ def test_distill_kl_bad_arguments():
         DistillKLDivLoss(teacher_temperature=0.0)
     assert DistillKLDivLoss(temperature=2.0, student_temperature=1.0).get_config_dict() == {
         "similarity_fct": "pairwise_dot_score", "temperature": 2.0, "student_temperature": 1.0}
+
+
+def test_the_training_loop_passes_the_teacher_outputs_as_labels():
+    from labkit.model import tiny_model
+    from labkit.train import compute_loss
+
+    model = tiny_model(seed=0)
+    features = [model.tokenize(["a cat", "a dog"]), model.tokenize(["eine Katze", "ein Hund"])]
+    teacher = torch.randn(2, model.embedding_dim)
+    with torch.no_grad():
+        embeddings = [model(f) for f in features]
+        torch.testing.assert_close(compute_loss(model, MSELoss(), features, teacher), MSELoss()(*embeddings, teacher))
+        scores = torch.randn(2, 1)
+        torch.testing.assert_close(compute_loss(model, MarginMSELoss(), features + features[:1], scores),
+                                   MarginMSELoss()(*embeddings, embeddings[0], labels=scores))

@@ -207,3 +207,13 @@ def test_guide_is_not_a_parameter_of_the_loss_and_bad_arguments():
         GISTEmbedLoss(model, guide).compute_loss_from_embeddings([anchors, anchors], [anchors])
     assert math.isfinite(GISTEmbedLoss(model, guide).compute_loss_from_embeddings([anchors, anchors],
                                                                                   [anchors, anchors]).item())
+
+
+def test_the_training_loop_hands_gist_the_tokenized_columns():
+    from labkit.train import compute_loss
+
+    model, guide = tiny_model(seed=0), tiny_model(seed=1)
+    features = [model.tokenize(["a cat", "a dog", "rain"]), model.tokenize(["a kitten", "a puppy", "a storm"])]
+    for loss_fn in (GISTEmbedLoss(model, guide), CachedGISTEmbedLoss(model, guide, mini_batch_size=2)):
+        with torch.no_grad():
+            torch.testing.assert_close(compute_loss(model, loss_fn, features, None), loss_fn(features))
