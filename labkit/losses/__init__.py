@@ -4,7 +4,7 @@ They take embedding tensors (not a model), so they can be taught, plotted and te
 pairs `loss(emb_a, emb_b, labels)`, triplets `loss(anchor, positive, negative)`, labelled batches
 `loss(embeddings, labels)`, in-batch negatives `loss(anchor, positive, *negatives)`, regularisers
 `loss(*columns)` (`GlobalOrthogonalRegularizationLoss`), distillation `loss(*columns, labels)` with the teacher's
-embeddings or scores as labels. The exceptions must run a
+embeddings or scores as labels. `MatryoshkaLoss` is a modifier: it wraps any of them. The exceptions must run a
 model themselves and take tokenized columns and the model(s) explicitly: the cached (GradCache) losses run the
 model twice, GIST (`GISTEmbedLoss`, `CachedGISTEmbedLoss`) also runs a guide model.
 `ClassificationLoss` (a linear head + cross-entropy on labelled batches) is not a sentence-transformers loss:
@@ -20,6 +20,7 @@ from labkit.losses.cached import CachedMultipleNegativesRankingLoss, CachedMulti
 from labkit.losses.classification import ClassificationLoss
 from labkit.losses.distillation import DistillKLDivLoss, EmbedDistillLoss, MarginMSELoss, MSELoss
 from labkit.losses.gist import CachedGISTEmbedLoss, GISTEmbedLoss
+from labkit.losses.matryoshka import MatryoshkaLoss
 from labkit.losses.megabatch import MegaBatchMarginLoss
 from labkit.losses.pairs import ContrastiveLoss, OnlineContrastiveLoss, SiameseDistanceMetric
 from labkit.losses.ranking import (
@@ -49,7 +50,7 @@ __all__ = [
     "MultipleNegativesRankingLoss", "MultipleNegativesSymmetricRankingLoss", "ContrastiveTensionLossInBatchNegatives",
     "CachedMultipleNegativesRankingLoss", "CachedMultipleNegativesSymmetricRankingLoss", "GISTEmbedLoss",
     "CachedGISTEmbedLoss", "MegaBatchMarginLoss", "GlobalOrthogonalRegularizationLoss", "MSELoss",
-    "EmbedDistillLoss", "MarginMSELoss", "DistillKLDivLoss", "ClassificationLoss", "SiameseDistanceMetric",
+    "EmbedDistillLoss", "MarginMSELoss", "DistillKLDivLoss", "MatryoshkaLoss", "ClassificationLoss", "SiameseDistanceMetric",
     "TripletDistanceMetric", "BatchHardTripletLossDistanceFunction",
     "REGISTRY", "NOT_REGISTERED", "DATA_KINDS", "INPUTS", "LossEntry", "Knob", "LossArgumentError", "build_loss",
     "losses_for",

@@ -49,9 +49,11 @@ losses without a model (the command line's kinds, the playground, the comparison
 
 Losses not registered
 ---------------------
-Two classes of `labkit.losses` are left out, because their constructors need more than knobs: something only a
-training run has (`NOT_REGISTERED` says why for each). Nothing builds them by name; their notebooks build them by
-hand.
+Three classes of `labkit.losses` are left out, because their constructors need more than knobs: something only a
+training run has, or another loss (`NOT_REGISTERED` says why for each). Nothing builds them by name; their
+notebooks build them by hand.
+
+* `MatryoshkaLoss` is a modifier: it wraps whichever loss you chose.
 
 * `SoftmaxLoss` (NLI pairs) and `ClassificationLoss` (labelled texts) own a trainable classifier head sized by the
   model's embedding dimension and the number of labels.
@@ -201,6 +203,8 @@ REGISTRY: dict[str, LossEntry] = {entry.name: entry for entry in (
 )}
 
 NOT_REGISTERED = {
+    "MatryoshkaLoss": "a modifier: it wraps another loss (MatryoshkaLoss(loss, matryoshka_dims)), so it is built "
+                      "around the loss you pick, for that loss's data",
     "SoftmaxLoss": "its classifier head needs embedding_dimension and num_labels, from the model and the (premise, "
                    "hypothesis, label) NLI data, not knobs (notebook 06)",
     "ClassificationLoss": "its classifier head needs embedding_dimension and num_labels, from the model and the "
