@@ -13,6 +13,17 @@ from labkit.losses import (
     DATA_KINDS, INPUTS, NOT_REGISTERED, REGISTRY, LossArgumentError, build_loss, losses_for,
 )
 
+KNOB_NAMES = ("margin", "scale", "temperature", "positive_margin", "negative_margin")
+
+
+@pytest.fixture(scope="module")
+def needs():
+    """What a training run hands the losses that run a model: the model (and a guide) to run."""
+    from labkit.model import tiny_model
+
+    return {"model": tiny_model(seed=0), "guide": tiny_model(seed=1)}
+
+
 EXPORTED_LOSSES = {name for name in L.__all__
                    if isinstance(getattr(L, name), type) and issubclass(getattr(L, name), torch.nn.Module)}
 
@@ -23,9 +34,8 @@ EXPORTED_LOSSES = {name for name in L.__all__
 def test_every_exported_loss_is_registered_or_says_why_not():
     assert set(REGISTRY).isdisjoint(NOT_REGISTERED)
     assert set(REGISTRY) | set(NOT_REGISTERED) == EXPORTED_LOSSES
-    assert set(NOT_REGISTERED) == {"CachedMultipleNegativesRankingLoss", "SoftmaxLoss", "ClassificationLoss",
-                                   "MatryoshkaLoss", "AdaptiveLayerLoss", "Matryoshka2dLoss",
-                                   "DenoisingAutoEncoderLoss"}
+    assert set(NOT_REGISTERED) == {"SoftmaxLoss", "ClassificationLoss", "MatryoshkaLoss", "AdaptiveLayerLoss",
+                                   "Matryoshka2dLoss", "DenoisingAutoEncoderLoss"}
     assert all(reason for reason in NOT_REGISTERED.values())
 
 
@@ -36,20 +46,24 @@ def test_entries_name_the_exported_classes_and_use_known_kinds_and_inputs():
         assert entry.data_kinds and set(entry.data_kinds) <= set(DATA_KINDS), name
         parameters = inspect.signature(entry.loss_class).parameters
         for knob in entry.knobs:
-            assert knob.name in ("margin", "scale") and knob.keyword in parameters, (name, knob)
+            assert knob.name in KNOB_NAMES and knob.keyword in parameters, (name, knob)
+        assert set(entry.needs) <= {"model", "guide"} and all(need in parameters for need in entry.needs), name
+        assert bool(entry.needs) == (entry.inputs == "runs the model") == getattr(entry.loss_class, "runs_the_model",
+                                                                                   False), name
     assert set(MAIN_METRIC) <= set(DATA_KINDS)
 
 
 @pytest.mark.parametrize("name", list(REGISTRY))
-def test_every_registered_loss_builds_with_its_knobs_for_each_of_its_kinds(name):
+def test_every_registered_loss_builds_with_its_knobs_for_each_of_its_kinds(name, needs):
     entry = REGISTRY[name]
+    given = {need: needs[need] for need in entry.needs}
     for kind in entry.data_kinds:
-        loss = build_loss(name, kind, **entry.knob_defaults)
+        loss = build_loss(name, kind, **entry.knob_defaults, **given)
         assert type(loss) is entry.loss_class
         for knob in entry.knobs:  # the value reached the loss (some triplet losses store it as triplet_margin)
             value = getattr(loss, knob.name) if hasattr(loss, knob.name) else loss.triplet_margin
             assert value == pytest.approx(knob.default), (name, knob)
-        assert type(build_loss(name, kind)) is entry.loss_class  # sentence-transformers' defaults
+        assert type(build_loss(name, kind, **given)) is entry.loss_class  # sentence-transformers' defaults
 
 
 def test_the_course_and_sentence_transformers_defaults():
@@ -66,6 +80,21 @@ def test_the_course_and_sentence_transformers_defaults():
         assert REGISTRY[name].knob_defaults == REGISTRY[name].sentence_transformers_defaults == {"scale": 20.0}
     for name in ("BatchHardSoftMarginTripletLoss", "CosineSimilarityLoss"):
         assert REGISTRY[name].knobs == () and REGISTRY[name].knob_defaults == {}
+
+
+def test_losses_that_run_a_model_need_it():
+    runs_a_model = [name for name, entry in REGISTRY.items() if entry.needs]
+    assert set(runs_a_model) == {"CachedMultipleNegativesRankingLoss", "CachedMultipleNegativesSymmetricRankingLoss",
+                                 "GISTEmbedLoss", "CachedGISTEmbedLoss"}
+    assert REGISTRY["GISTEmbedLoss"].needs == REGISTRY["CachedGISTEmbedLoss"].needs == ("model", "guide")
+    with pytest.raises(LossArgumentError, match="GISTEmbedLoss runs a model itself, so it needs guide"):
+        build_loss("GISTEmbedLoss", "triplets", model=torch.nn.Linear(2, 2))
+    with pytest.raises(LossArgumentError, match=r"CachedMultipleNegativesRankingLoss runs a model itself, so it needs "
+                                                r"model: build_loss\('CachedMultipleNegativesRankingLoss', "
+                                                r"'positive_pairs', model=\.\.\.\)"):
+        build_loss("CachedMultipleNegativesRankingLoss", "positive_pairs", scale=20.0)
+    for kind in ("labelled", "scored_pairs", "binary_pairs"):  # the kinds the command line trains on
+        assert not set(runs_a_model) & set(losses_for(kind))
 
 
 def test_build_loss_errors():

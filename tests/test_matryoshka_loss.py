@@ -180,7 +180,7 @@ def test_cached_loss_gives_the_same_gradients_as_the_plain_loss():
 @pytest.mark.parametrize("kwargs, message", [
     ({"matryoshka_dims": []}, "at least one dimension"),
     ({"matryoshka_dims": [8, 0]}, "> 0"),
-    ({"matryoshka_dims": [8, 4], "matryoshka_weights": [1.0]}, "one weight per dimension"),
+    ({"matryoshka_dims": [8, 4], "matryoshka_weights": [1.0]}, "same length as matryoshka_dims"),
 ])
 def test_bad_arguments_say_what_to_change(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -189,10 +189,10 @@ def test_bad_arguments_say_what_to_change(kwargs, message):
 
 def test_a_dimension_wider_than_the_embeddings_is_a_clear_error():
     anchor, positive = leaves((4, 8), (4, 8))
-    with pytest.raises(ValueError, match="larger than the embeddings' dimension 8"):
+    with pytest.raises(ValueError, match="greater than the embedding dimension 8"):
         MatryoshkaLoss(MultipleNegativesRankingLoss(), [16, 8])(anchor, positive)
 
 
 def test_wrapping_something_that_is_not_a_loss_module_is_a_type_error():
-    with pytest.raises(TypeError, match="wraps a loss module"):
+    with pytest.raises(TypeError, match="wraps a labkit loss"):
         MatryoshkaLoss(lambda a, b: 0, [8])

@@ -31,7 +31,8 @@ from tqdm.auto import tqdm
 from labkit.losses.ranking import MultipleNegativesRankingLoss
 from labkit.distances import cos_sim
 
-__all__ = ["CachedMultipleNegativesRankingLoss", "RandContext"]
+__all__ = ["CachedMultipleNegativesRankingLoss", "CachedMultipleNegativesSymmetricRankingLoss", "GradCache",
+           "RandContext"]
 
 
 class RandContext:
@@ -87,95 +88,33 @@ def _slice_features(features: dict, begin: int, end: int) -> dict:
     return {key: value[begin:end] if isinstance(value, Tensor) else value for key, value in features.items()}
 
 
-class CachedMultipleNegativesRankingLoss(nn.Module):
-    r"""`MultipleNegativesRankingLoss` with GradCache: same loss and gradients, batch size beyond memory.
+class GradCache(nn.Module):
+    """The GradCache machinery shared by the cached losses: a loss over embeddings, a model run in mini-batches.
 
-    Definition: exactly `MultipleNegativesRankingLoss` (InfoNCE with in-batch negatives) over the whole
-    batch::
-
-        loss = mean_i -log softmax_j(scale * sim(a_i, c_j))[i]
-
-    computed in three steps (see the module docstring): embed all mini-batches without gradients, cache
-    d loss / d embeddings, then, inside ``loss.backward()``, re-embed each mini-batch with gradients
-    (same dropout, thanks to `RandContext`) and backpropagate the cached gradients into the model.
-
-    Unlike the other labkit losses this one owns the model, because it has to run it twice.
-
-    Inputs:
-        ``loss(features)`` with ``features = [anchor_features, positive_features, *negative_features]``,
-        each a tokenized batch (``model.tokenize(texts)``: a dict of ``input_ids`` / ``attention_mask``
-        tensors) with the same number of rows. Returns the loss; call ``.backward()`` on it (once) to fill
-        ``model``'s parameter gradients. A ``labels`` argument is accepted and ignored, as in
-        sentence-transformers (the targets are the diagonal). Under ``torch.no_grad()`` it only computes
-        the value.
-
-    Args:
-        model: an `labkit.model.EmbeddingModel` (``forward(features) -> (B, D)``).
-        scale: 1 / temperature, default 20 (for cosine similarity).
-        similarity_fct: all-pairs similarity, default `cos_sim`.
-        mini_batch_size: rows embedded at once; bounds the memory. Larger is faster; 32 by default.
-        show_progress_bar: show tqdm bars over the mini-batches.
-        directions, partition_mode: passed to `MultipleNegativesRankingLoss` (keyword-only).
-
-    When to use:
-        (anchor, positive[, negatives]) data as for MNRL, when the batch you want (hundreds to thousands:
-        more in-batch negatives give a stronger signal) does not fit in memory. With a batch that fits, use
-        plain MNRL: it is faster. Do not combine with gradient accumulation expecting more negatives.
-
-    References:
-        Gao, Zhang, Han & Callan, "Scaling Deep Contrastive Learning Batch Size under Memory Limited Setup",
-        RepL4NLP 2021 (GradCache); Henderson et al. 2017 and van den Oord et al. 2018 (the loss itself);
-        sentence-transformers' CachedMultipleNegativesRankingLoss (the backward-hook design followed here).
-
-    Example:
-        >>> import torch
-        >>> from labkit.model import tiny_model
-        >>> from labkit.losses.cached import CachedMultipleNegativesRankingLoss
-        >>> model = tiny_model(seed=0)
-        >>> loss_fn = CachedMultipleNegativesRankingLoss(model, mini_batch_size=2)
-        >>> anchors = model.tokenize(["a cat", "a dog", "the sun", "rain"])
-        >>> positives = model.tokenize(["a kitten", "a puppy", "sunshine", "a storm"])
-        >>> loss = loss_fn([anchors, positives])
-        >>> loss.backward()   # second pass: re-embeds each mini-batch and fills the model's .grad
-
-    Taught in notebooks/07_in_batch_negatives.ipynb.
+    A subclass says what the loss is on the full batch of embeddings (`loss_from_embeddings`); this class
+    embeds the columns mini-batch by mini-batch without a graph, caches d loss / d embeddings, and re-embeds
+    each mini-batch with a graph inside ``loss.backward()`` (see the module docstring).
     """
 
     runs_the_model = True  # labkit.train.compute_loss hands it the tokenized batch instead of embeddings
 
-    def __init__(
-        self,
-        model: nn.Module,
-        scale: float = 20.0,
-        similarity_fct: Callable[[Tensor, Tensor], Tensor] = cos_sim,
-        mini_batch_size: int = 32,
-        show_progress_bar: bool = False,
-        *,
-        directions: Sequence[str] = ("query_to_doc",),
-        partition_mode: str = "joint",
-    ) -> None:
+    def __init__(self, model: nn.Module, mini_batch_size: int = 32, show_progress_bar: bool = False) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
             raise TypeError(
-                "CachedMultipleNegativesRankingLoss needs the model (it re-runs it in mini-batches), "
+                f"{type(self).__name__} needs the model (it re-runs it in mini-batches), "
                 f"got {type(model).__name__}. Pass e.g. labkit.load_model() or labkit.model.tiny_model()."
             )
         if int(mini_batch_size) < 1:
             raise ValueError(f"mini_batch_size must be a positive integer, got {mini_batch_size}.")
         self.model = model
-        self.loss = MultipleNegativesRankingLoss(
-            scale=scale, similarity_fct=similarity_fct, directions=directions, partition_mode=partition_mode
-        )
         self.mini_batch_size = int(mini_batch_size)
         self.show_progress_bar = show_progress_bar
 
-    @property
-    def scale(self) -> float:
-        return self.loss.scale
-
-    @property
-    def similarity_fct(self) -> Callable[[Tensor, Tensor], Tensor]:
-        return self.loss.similarity_fct
+    def loss_from_embeddings(self, embeddings: list[Tensor], features: list[dict]) -> Tensor:
+        """The loss on the full batch of embeddings (one (B, D) tensor per column); `features` are the
+        tokenized columns they came from (for losses that also run another model on them)."""
+        raise NotImplementedError
 
     def forward(self, features: Sequence[dict], labels: Tensor | None = None) -> Tensor:
         features = self._check_features(features)
@@ -193,11 +132,11 @@ class CachedMultipleNegativesRankingLoss(nn.Module):
             random_states.append(column_states)
 
         if not needs_backward:  # evaluation: the value is all we need
-            return self.loss(*embeddings)
+            return self.loss_from_embeddings(embeddings, features)
 
         # Step 2: the loss on the full batch, backpropagated to the embeddings only (the cache).
         embeddings = [column.detach().requires_grad_() for column in embeddings]
-        loss = self.loss(*embeddings)
+        loss = self.loss_from_embeddings(embeddings, features)
         embedding_grads = torch.autograd.grad(loss, embeddings)
 
         # Step 3 runs during loss.backward(): a fresh leaf carries the value, its hook does the model pass.
@@ -260,5 +199,149 @@ class CachedMultipleNegativesRankingLoss(nn.Module):
             raise ValueError(f"{name}: every column must have the same number of rows, got {sizes}.")
         return features
 
+
+class CachedMultipleNegativesRankingLoss(GradCache):
+    r"""`MultipleNegativesRankingLoss` with GradCache: same loss and gradients, batch size beyond memory.
+
+    Definition: exactly `MultipleNegativesRankingLoss` (InfoNCE with in-batch negatives) over the whole
+    batch::
+
+        loss = mean_i -log softmax_j(scale * sim(a_i, c_j))[i]
+
+    computed in three steps (see the module docstring): embed all mini-batches without gradients, cache
+    d loss / d embeddings, then, inside ``loss.backward()``, re-embed each mini-batch with gradients
+    (same dropout, thanks to `RandContext`) and backpropagate the cached gradients into the model.
+
+    Unlike the other labkit losses this one owns the model, because it has to run it twice.
+
+    Inputs:
+        ``loss(features)`` with ``features = [anchor_features, positive_features, *negative_features]``,
+        each a tokenized batch (``model.tokenize(texts)``: a dict of ``input_ids`` / ``attention_mask``
+        tensors) with the same number of rows. Returns the loss; call ``.backward()`` on it (once) to fill
+        ``model``'s parameter gradients. A ``labels`` argument is accepted and ignored, as in
+        sentence-transformers (the targets are the diagonal). Under ``torch.no_grad()`` it only computes
+        the value.
+
+    Args:
+        model: an `labkit.model.EmbeddingModel` (``forward(features) -> (B, D)``).
+        scale: 1 / temperature, default 20 (for cosine similarity).
+        similarity_fct: all-pairs similarity, default `cos_sim`.
+        mini_batch_size: rows embedded at once; bounds the memory. Larger is faster; 32 by default.
+        show_progress_bar: show tqdm bars over the mini-batches.
+        directions, partition_mode, hardness_mode, hardness_strength: passed to `MultipleNegativesRankingLoss`
+            (keyword-only).
+
+    When to use:
+        (anchor, positive[, negatives]) data as for MNRL, when the batch you want (hundreds to thousands:
+        more in-batch negatives give a stronger signal) does not fit in memory. With a batch that fits, use
+        plain MNRL: it is faster. Do not combine with gradient accumulation expecting more negatives.
+
+    References:
+        Gao, Zhang, Han & Callan, "Scaling Deep Contrastive Learning Batch Size under Memory Limited Setup",
+        RepL4NLP 2021 (GradCache); Henderson et al. 2017 and van den Oord et al. 2018 (the loss itself);
+        sentence-transformers' CachedMultipleNegativesRankingLoss (the backward-hook design followed here).
+
+    Example:
+        >>> import torch
+        >>> from labkit.model import tiny_model
+        >>> from labkit.losses.cached import CachedMultipleNegativesRankingLoss
+        >>> model = tiny_model(seed=0)
+        >>> loss_fn = CachedMultipleNegativesRankingLoss(model, mini_batch_size=2)
+        >>> anchors = model.tokenize(["a cat", "a dog", "the sun", "rain"])
+        >>> positives = model.tokenize(["a kitten", "a puppy", "sunshine", "a storm"])
+        >>> loss = loss_fn([anchors, positives])
+        >>> loss.backward()   # second pass: re-embeds each mini-batch and fills the model's .grad
+
+    Taught in notebooks/07_in_batch_negatives.ipynb.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        scale: float = 20.0,
+        similarity_fct: Callable[[Tensor, Tensor], Tensor] = cos_sim,
+        mini_batch_size: int = 32,
+        show_progress_bar: bool = False,
+        *,
+        directions: Sequence[str] = ("query_to_doc",),
+        partition_mode: str = "joint",
+        hardness_mode: str | None = None,
+        hardness_strength: float = 0.0,
+    ) -> None:
+        super().__init__(model, mini_batch_size, show_progress_bar)
+        self.loss = MultipleNegativesRankingLoss(
+            scale=scale, similarity_fct=similarity_fct, directions=directions, partition_mode=partition_mode,
+            hardness_mode=hardness_mode, hardness_strength=hardness_strength,
+        )
+
+    @property
+    def scale(self) -> float:
+        return self.loss.scale
+
+    @property
+    def similarity_fct(self) -> Callable[[Tensor, Tensor], Tensor]:
+        return self.loss.similarity_fct
+
+    def loss_from_embeddings(self, embeddings: list[Tensor], features: list[dict]) -> Tensor:
+        return self.loss(*embeddings)
+
     def get_config_dict(self) -> dict:
         return {**self.loss.get_config_dict(), "mini_batch_size": self.mini_batch_size}
+
+
+class CachedMultipleNegativesSymmetricRankingLoss(CachedMultipleNegativesRankingLoss):
+    r"""`MultipleNegativesSymmetricRankingLoss` with GradCache: anchors pick their positive and positives pick
+    their anchor, over a batch larger than memory.
+
+    Definition: exactly `MultipleNegativesSymmetricRankingLoss` over the whole batch::
+
+        loss = mean_i ( -log softmax_j(scale * sim(a_i, c_j))[i] - log softmax_j(scale * sim(p_i, a_j))[i] ) / 2
+
+    i.e. `CachedMultipleNegativesRankingLoss(model, directions=("query_to_doc", "doc_to_query"),
+    partition_mode="per_direction")` under its sentence-transformers name (deprecated there in favour of that
+    spelling; the values are the same). It runs the model itself, twice (see the module docstring).
+
+    Inputs:
+        ``loss(features)`` with ``features = [anchor_features, positive_features, *negative_features]``, each
+        ``model.tokenize(texts)``; call ``.backward()`` on the result to fill the model's gradients.
+
+    Args:
+        model: the `labkit.model.EmbeddingModel` being trained.
+        scale: 1 / temperature, default 20 (for cosine similarity).
+        similarity_fct: all-pairs similarity, default `cos_sim`.
+        mini_batch_size: rows embedded at once (bounds the memory), default 32.
+        show_progress_bar: show tqdm bars over the mini-batches.
+
+    Requirements:
+        (anchor, positive) pairs; batches without duplicates (labkit.sampling's no-duplicates sampler).
+
+    Recommendations:
+        Large batches, when symmetric retrieval matters (both directions are queries); with a batch that
+        fits in memory, `MultipleNegativesSymmetricRankingLoss` is faster and gives the same gradients.
+
+    References:
+        Henderson et al. 2017 (Section 4.4); Gao et al. 2021 (GradCache); sentence-transformers'
+        CachedMultipleNegativesSymmetricRankingLoss.
+
+    Example:
+        >>> from labkit.model import tiny_model
+        >>> from labkit.losses.cached import CachedMultipleNegativesSymmetricRankingLoss
+        >>> model = tiny_model(seed=0)
+        >>> loss_fn = CachedMultipleNegativesSymmetricRankingLoss(model, mini_batch_size=2)
+        >>> loss = loss_fn([model.tokenize(["a cat", "a dog", "rain"]), model.tokenize(["a kitten", "a puppy", "a storm"])])
+        >>> loss.backward()
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        scale: float = 20.0,
+        similarity_fct: Callable[[Tensor, Tensor], Tensor] = cos_sim,
+        mini_batch_size: int = 32,
+        show_progress_bar: bool = False,
+    ) -> None:
+        super().__init__(
+            model, scale=scale, similarity_fct=similarity_fct, mini_batch_size=mini_batch_size,
+            show_progress_bar=show_progress_bar, directions=("query_to_doc", "doc_to_query"),
+            partition_mode="per_direction",
+        )

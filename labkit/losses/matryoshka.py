@@ -1,14 +1,8 @@
-"""Matryoshka: train one embedding whose first d dimensions are a good embedding on their own, for several d.
+"""MatryoshkaLoss: train the first d dimensions of every embedding to work on their own (Kusupati et al. 2022).
 
-`MatryoshkaLoss` is a loss *modifier*: it wraps any labkit loss and adds up that loss computed on the embeddings
-truncated to each of ``matryoshka_dims`` (and re-normalised), with a weight per dimension. After training, a user
-can keep only the first 128 of 384 numbers per text (3× less memory, 3× faster search) and lose little quality.
-
-Same name, parameters, defaults and arithmetic as sentence-transformers 6 (``MatryoshkaLoss``), except that labkit's
-losses take embeddings rather than a model, so there is no ``model`` argument.
-
-Taught in notebooks/15_smaller_and_cheaper.ipynb (when it lands); tested against sentence-transformers in
-tests/test_matryoshka_loss.py.
+A modifier: it wraps any labkit loss, the cached (GradCache) ones and GIST included, and applies it to the
+embeddings truncated to each of several sizes. Same name, parameters, defaults and values as
+sentence-transformers 6.3.
 """
 from __future__ import annotations
 
@@ -25,25 +19,20 @@ __all__ = ["MatryoshkaLoss", "MatryoshkaExplanation", "shrink"]
 
 
 def shrink(embeddings: Tensor, dim: int) -> Tensor:
-    """The first `dim` numbers of each embedding, scaled back to unit length (in fp32 for fp16/bf16 input).
-
-    Re-normalising matters for losses that use dot products or Euclidean distances: a truncated unit vector is
-    shorter than 1, and more so the fewer dimensions are kept.
-    """
+    """The first `dim` dimensions of each embedding, L2-normalised (in fp32 for half-precision input)."""
     if dim > embeddings.shape[-1]:
-        raise ValueError(
-            f"matryoshka dimension {dim} is larger than the embeddings' dimension {embeddings.shape[-1]}; "
-            "keep matryoshka_dims at most the model's embedding size (e.g. 384 for MiniLM)."
-        )
+        raise ValueError(f"Dimension {dim} in matryoshka_dims cannot be greater than the embedding dimension "
+                         f"{embeddings.shape[-1]}.")
     truncated = embeddings[..., :dim]
-    if truncated.dtype in (torch.float16, torch.bfloat16):
-        return F.normalize(truncated.float(), p=2, dim=-1).to(truncated.dtype)
-    return F.normalize(truncated, p=2, dim=-1)
+    dtype = truncated.dtype
+    if dtype in (torch.float16, torch.bfloat16):
+        truncated = truncated.float()
+    return F.normalize(truncated, p=2, dim=-1).to(dtype)
 
 
 @dataclass
 class MatryoshkaExplanation:
-    """The wrapped loss at each dimension of one batch: ``total = sum(weights[d] * losses[d])``."""
+    """The inner loss at each size for one batch: ``total = sum(weights[k] * losses[k])``."""
 
     dims: tuple[int, ...]
     weights: tuple[float, ...]
@@ -57,43 +46,61 @@ class MatryoshkaExplanation:
         return "\n".join(rows)
 
 
+def _takes_labels(loss: nn.Module) -> bool:
+    return "labels" in inspect.signature(loss.forward).parameters
+
+
 class MatryoshkaLoss(nn.Module):
-    r"""Any loss, computed on the embeddings truncated to several sizes, weighted and summed.
+    r"""Apply a loss at several embedding sizes at once, so that truncated embeddings stay useful.
 
-    Definitions, for a wrapped loss L, dimensions d_1 > d_2 > ... and weights w_k::
+    Definitions, for an inner loss L, sizes d_1 > d_2 > ... and weights w_k::
 
-        shrink(e, d) = e[:d] / ||e[:d]||               (the first d numbers, back to unit length)
-        loss = sum_k  w_k * L(shrink(embeddings, d_k), labels)
+        shrink(e, d) = e[:d] / ||e[:d]||                       # the first d dimensions, unit length
+        loss = sum_k  w_k * L(shrink(columns, d_k), labels)
 
-    Every embedding argument of L is shrunk; its ``labels`` are left as they are, except labels that are
-    embeddings themselves (distillation: a (B, D) or (B, n, D) tensor of the full width D), which are cut to d_k
-    without re-normalising, as sentence-transformers does. ``n_dims_per_step > 0`` uses a random subset of that
-    many dimensions per step (Python's `random`, as sentence-transformers), which makes a step cheaper.
+    Labels that are embeddings of the full size (the teacher's, for `MSELoss`) are truncated to d_k too
+    (not normalised), as in sentence-transformers. With ``n_dims_per_step > 0`` each step uses that many
+    sizes drawn at random (Python's `random`, as sentence-transformers), which makes a step cheaper.
+
+    The inner loss is computed once per size on the same embeddings: the model runs once (for the
+    cached losses and GIST, the model the inner loss runs; the guide's embeddings are never truncated).
+
+    Inputs:
+        Whatever the inner loss takes: ``loss(*columns[, labels])`` for an embedding loss,
+        ``loss(features)`` for one that runs the model.
+
+    Args:
+        loss: the labkit loss to apply at every size.
+        matryoshka_dims: the sizes, e.g. ``(384, 256, 128, 64)``; include the full size.
+        matryoshka_weights: one weight per size (default all 1).
+        n_dims_per_step: sizes per step, -1 (default) for all.
 
     Requirements:
-        A labkit loss whose embedding arguments are tensors of the full width. Cached (GradCache) losses work too:
-        the truncation happens inside their full-batch loss, so the model is still run once per mini-batch (the
-        wrapped cached loss's inner loss is replaced by a Matryoshka one; wrap a fresh instance).
+        A model whose embeddings have at least ``max(matryoshka_dims)`` dimensions.
 
     Recommendations:
-        Include the model's full dimension in ``matryoshka_dims`` (otherwise the full embedding is not trained).
-        Halving steps such as [384, 256, 128, 64, 32] for MiniLM; equal weights are the common default.
+        Include the model's full dimension; the smallest size around 1/8 of it. Evaluate at each size
+        (``labkit.evaluate`` on ``embeddings[:, :d]``) to see the trade-off.
 
     References:
-        Kusupati et al., "Matryoshka Representation Learning", NeurIPS 2022 (arXiv 2205.13147);
-        sentence-transformers' ``MatryoshkaLoss`` (same arithmetic, including the re-normalisation).
+        Kusupati et al., "Matryoshka Representation Learning", NeurIPS 2022; sentence-transformers'
+        MatryoshkaLoss.
 
-    Example (numbers you can check by hand):
+    Example:
         >>> import torch
+        >>> from labkit.losses import MatryoshkaLoss, MultipleNegativesRankingLoss
+        >>> loss_fn = MatryoshkaLoss(MultipleNegativesRankingLoss(), matryoshka_dims=(8, 4, 2))
+        >>> loss_fn(torch.randn(4, 8), torch.randn(4, 8)).dim()
+        0
+
+    A worked example to check by hand: with the inner loss `CosineSimilarityLoss` (squared error between
+    the cosine and the score), a = (1, 1), b = (1, -1) and score 0: at size 2 the cosine is 0 (no loss); at
+    size 1 both are (1), cosine 1, loss (1 - 0)² = 1. With weights (1, 1) the loss is 1:
+
         >>> from labkit.losses import CosineSimilarityLoss
-        >>> from labkit.losses.matryoshka import MatryoshkaLoss
-        >>> a, b = torch.tensor([[1.0, 0.0, 1.0, 0.0]]), torch.tensor([[1.0, 0.0, 0.0, 1.0]])
-        >>> loss = MatryoshkaLoss(CosineSimilarityLoss(), matryoshka_dims=[4, 2])
-        >>> print(loss.explain(a, b, torch.tensor([1.0])).table())   # cos 0.5 at 4 dims, 1.0 at 2 dims
-          dim  weight      loss  weight × loss
-            4       1    0.2500         0.2500
-            2       1    0.0000         0.0000
-        total                           0.2500
+        >>> a, b = torch.tensor([[1.0, 1.0]]), torch.tensor([[1.0, -1.0]])
+        >>> MatryoshkaLoss(CosineSimilarityLoss(), (2, 1))(a, b, torch.tensor([0.0])).item()
+        1.0
     """
 
     def __init__(
@@ -105,83 +112,104 @@ class MatryoshkaLoss(nn.Module):
     ) -> None:
         super().__init__()
         if not isinstance(loss, nn.Module):
-            raise TypeError(f"MatryoshkaLoss wraps a loss module, e.g. MultipleNegativesRankingLoss(); got {type(loss).__name__}.")
-        dims = [int(d) for d in matryoshka_dims] if matryoshka_dims is not None else []
-        if not dims:
-            raise ValueError("matryoshka_dims needs at least one dimension, e.g. [384, 256, 128, 64].")
-        if any(d <= 0 for d in dims):
-            raise ValueError(f"every matryoshka dimension must be > 0, got {dims}.")
-        weights = [1] * len(dims) if matryoshka_weights is None else list(matryoshka_weights)
-        if len(weights) != len(dims):
-            raise ValueError(f"matryoshka_weights must have one weight per dimension: {len(weights)} weights for {len(dims)} dims.")
-        # largest first, as sentence-transformers sorts them
-        self.matryoshka_dims, self.matryoshka_weights = zip(*sorted(zip(dims, weights), key=lambda x: x[0], reverse=True))
-        self.n_dims_per_step = n_dims_per_step
+            raise TypeError(f"MatryoshkaLoss wraps a labkit loss, got {type(loss).__name__}.")
+        if not matryoshka_dims:
+            raise ValueError("You must provide at least one dimension in matryoshka_dims.")
+        if any(int(dim) <= 0 for dim in matryoshka_dims):
+            raise ValueError("All dimensions passed to a matryoshka loss must be > 0.")
+        if matryoshka_weights is None:
+            matryoshka_weights = [1] * len(matryoshka_dims)
+        elif len(matryoshka_weights) != len(matryoshka_dims):
+            raise ValueError("matryoshka_weights must be the same length as matryoshka_dims.")
+        pairs = sorted(zip(matryoshka_dims, matryoshka_weights), key=lambda pair: pair[0], reverse=True)
+        self.matryoshka_dims, self.matryoshka_weights = map(tuple, zip(*pairs))
         self.loss = loss
-        self.runs_the_model = bool(getattr(loss, "runs_the_model", False))
-        if self.runs_the_model:
-            # A cached loss embeds everything first, then calls its full-batch loss `.loss` on the embeddings:
-            # truncating there gives Matryoshka gradients while the model still runs once per mini-batch.
-            loss.loss = MatryoshkaLoss(loss.loss, self.matryoshka_dims, self.matryoshka_weights, n_dims_per_step)
-        else:
-            self._signature = inspect.signature(loss.forward)
+        self.n_dims_per_step = n_dims_per_step
+        self.runs_the_model = getattr(loss, "runs_the_model", False)
+        self._takes_labels = _takes_labels(loss)
 
-    def __getattr__(self, name: str):
-        # a cached loss reads knobs such as `scale` from its inner loss, which is now this wrapper
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name == "loss":
-                raise
-            return getattr(super().__getattr__("loss"), name)
-
-    def _dims_this_step(self) -> list[int]:
+    def dims_this_step(self, sort: bool = True) -> list[int]:
+        """The indices of the sizes this step trains (all, or ``n_dims_per_step`` drawn at random)."""
         indices = list(range(len(self.matryoshka_dims)))
         if 0 < self.n_dims_per_step < len(indices):
-            indices = sorted(random.sample(indices, self.n_dims_per_step))
+            indices = random.sample(indices, self.n_dims_per_step)
+            if sort:
+                indices.sort()
         return indices
 
-    def _arguments_at(self, dim: int, full_width: int, args: tuple) -> list:
-        """The wrapped loss's arguments at `dim`: embeddings shrunk, embedding-shaped labels cut, other labels kept."""
-        bound = self._signature.bind(*args)
-        truncated = []
-        for name, value in bound.arguments.items():
-            kind = self._signature.parameters[name].kind
-            values = value if kind is inspect.Parameter.VAR_POSITIONAL else (value,)
-            for item in values:
-                if name == "labels" or not (isinstance(item, Tensor) and item.is_floating_point()):
-                    if isinstance(item, Tensor) and item.ndim in (2, 3) and item.shape[-1] == full_width:
-                        item = item[..., :dim]  # teacher embeddings (distillation): cut, not re-normalised
-                    truncated.append(item)
-                else:
-                    truncated.append(shrink(item, dim))
-        return truncated
-
-    def _terms(self, args: tuple) -> list[tuple[int, float, Tensor]]:
-        full_width = next(a.shape[-1] for a in args if isinstance(a, Tensor) and a.is_floating_point())
-        return [(self.matryoshka_dims[i], self.matryoshka_weights[i],
-                 self.loss(*self._arguments_at(self.matryoshka_dims[i], full_width, args)))
-                for i in self._dims_this_step()]
-
-    def forward(self, *args) -> Tensor:
+    def forward(self, *inputs, **kwargs) -> Tensor:
         if self.runs_the_model:
-            return self.loss(*args)
-        return sum(weight * value for _, weight, value in self._terms(args))
+            return self._forward_through_the_model(*inputs, **kwargs)
+        labels = kwargs.pop("labels", None)
+        if labels is None and self._takes_labels and len(inputs) > 1:
+            inputs, labels = inputs[:-1], inputs[-1]  # labkit.train passes the labels last
+        full = inputs[0].shape[-1]
+        total = 0.0
+        for index in self.dims_this_step():
+            dim, weight = self.matryoshka_dims[index], self.matryoshka_weights[index]
+            columns = [shrink(column, dim) for column in inputs]
+            if labels is None:
+                total = total + weight * self.loss(*columns, **kwargs)
+            else:
+                total = total + weight * self.loss(*columns, _truncated_labels(labels, full, dim), **kwargs)
+        return total
 
     @torch.no_grad()
-    def explain(self, *args) -> MatryoshkaExplanation:
-        """The wrapped loss at every dimension for one batch (all dimensions, whatever ``n_dims_per_step``)."""
+    def explain(self, *inputs, **kwargs) -> MatryoshkaExplanation:
+        """The inner loss at every size for one batch of embeddings (all sizes, whatever ``n_dims_per_step``).
+
+        >>> from labkit.losses import CosineSimilarityLoss
+        >>> a, b = torch.tensor([[1.0, 0.0, 1.0, 0.0]]), torch.tensor([[1.0, 0.0, 0.0, 1.0]])
+        >>> print(MatryoshkaLoss(CosineSimilarityLoss(), [4, 2]).explain(a, b, torch.tensor([1.0])).table())
+          dim  weight      loss  weight × loss
+            4       1    0.2500         0.2500
+            2       1    0.0000         0.0000
+        total                           0.2500
+        """
         if self.runs_the_model:
-            raise TypeError("explain() needs embeddings; a cached loss takes tokenized batches. Explain the plain loss instead.")
+            raise TypeError("explain() takes embeddings; this inner loss runs the model. Explain the plain loss.")
         keep, self.n_dims_per_step = self.n_dims_per_step, -1
         try:
-            terms = self._terms(args)
+            losses = []
+            for dim in self.matryoshka_dims:  # one size at a time: the inner loss alone, weight 1
+                single = MatryoshkaLoss(self.loss, [dim])
+                losses.append(float(single(*inputs, **kwargs)))
         finally:
             self.n_dims_per_step = keep
-        losses = tuple(float(value) for _, _, value in terms)
-        return MatryoshkaExplanation(self.matryoshka_dims, tuple(float(w) for w in self.matryoshka_weights), losses,
-                                     sum(w * l for w, l in zip(self.matryoshka_weights, losses)))
+        weights = tuple(float(w) for w in self.matryoshka_weights)
+        return MatryoshkaExplanation(self.matryoshka_dims, weights, tuple(losses),
+                                     sum(w * l for w, l in zip(weights, losses)))
+
+    def _forward_through_the_model(self, features, labels=None) -> Tensor:
+        """Losses that run the model: truncate the model's embeddings where the inner loss receives them.
+
+        GIST and the GIST GradCache loss compute from `compute_loss_from_embeddings(embeddings, guide)`, the
+        other cached losses from `loss_from_embeddings(embeddings, features)`; the first argument is the
+        model's embeddings either way. Both are called during the forward pass only (GradCache's second pass
+        replays the model, not the loss), so patching them for the duration of the call is enough.
+        """
+        name = "compute_loss_from_embeddings" if hasattr(self.loss, "compute_loss_from_embeddings") \
+            else "loss_from_embeddings"
+        inner = getattr(self.loss, name)
+        indices = self.dims_this_step(sort=False)
+
+        def matryoshka(embeddings, *rest):
+            return sum(self.matryoshka_weights[i] * inner([shrink(e, self.matryoshka_dims[i]) for e in embeddings],
+                                                          *rest) for i in indices)
+
+        setattr(self.loss, name, matryoshka)
+        try:
+            return self.loss(features) if labels is None else self.loss(features, labels)
+        finally:
+            delattr(self.loss, name)  # the class's method again
 
     def get_config_dict(self) -> dict:
         return {"loss": type(self.loss).__name__, "matryoshka_dims": self.matryoshka_dims,
                 "matryoshka_weights": self.matryoshka_weights, "n_dims_per_step": self.n_dims_per_step}
+
+
+def _truncated_labels(labels, full: int, dim: int):
+    """Labels that are full-size embeddings (a teacher's) are truncated with the columns; others pass through."""
+    if isinstance(labels, Tensor) and labels.is_floating_point() and labels.dim() in (2, 3) and labels.shape[-1] == full:
+        return labels[..., :dim]
+    return labels

@@ -8,7 +8,7 @@
 * `ContrastiveTensionLossInBatchNegatives`: unsupervised; two encoders embed the same sentences and each
   sentence must pick itself out of the batch (Carlsson et al. 2021).
 
-Same names, parameters, defaults and reductions as sentence-transformers 6.2, on embedding tensors.
+Same names, parameters, defaults and reductions as sentence-transformers 6.3, on embedding tensors.
 The similarity functions live in `labkit.distances` (re-exported here for convenience). Each loss also has
 ``explain(...)``, which returns every intermediate quantity of one batch (a `RankingExplanation`) for the
 worked examples.
@@ -18,6 +18,7 @@ Taught in notebooks/07_in_batch_negatives.ipynb.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -41,6 +42,7 @@ __all__ = [
 
 VALID_DIRECTIONS = ("query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc")
 SAME_TYPE_DIRECTIONS = {"query_to_query", "doc_to_doc"}
+HARDNESS_MODES = (None, "in_batch_negatives", "hard_negatives", "all_negatives")
 
 
 def _similarity_name(similarity_fct: Callable) -> str:
@@ -69,6 +71,43 @@ def check_directions(directions: Sequence[str], partition_mode: str) -> tuple[st
     return directions
 
 
+def check_hardness(hardness_mode: str | None, hardness_strength: float) -> None:
+    """Validate MNRL's `hardness_mode` and `hardness_strength` (sentence-transformers' rules)."""
+    if hardness_mode not in HARDNESS_MODES:
+        raise ValueError(f"hardness_mode must be one of {list(HARDNESS_MODES)}, got {hardness_mode!r}.")
+    if not hardness_strength >= 0.0:
+        raise ValueError(f"hardness_strength must be non-negative, got {hardness_strength}.")
+    if hardness_mode is not None and hardness_strength == 0.0:
+        warnings.warn(
+            f"hardness_mode={hardness_mode!r} is set but hardness_strength=0.0, so hardness weighting has no "
+            "effect. Set hardness_strength to a positive value (e.g. 5 or 9) to enable it.", stacklevel=3,
+        )
+
+
+def hardness_penalty(
+    similarity: Tensor, num_columns: int, hardness_mode: str | None, hardness_strength: float
+) -> Tensor | None:
+    """``hardness_strength * stop_grad(similarity)`` on the negatives `hardness_mode` names, 0 elsewhere.
+
+    `similarity` is the (B, B * num_columns) anchor-to-candidate matrix (positives, then each hard-negative
+    column). Added to the scaled logits, the penalty makes a negative count more in the softmax the more
+    similar it already is (Lan et al. 2025, Eq. 5). It is never applied to an anchor's own positive.
+    None when there is nothing to add.
+    """
+    if hardness_mode is None or hardness_strength == 0.0:
+        return None
+    batch_size = similarity.shape[0]
+    own = torch.eye(batch_size, dtype=torch.bool, device=similarity.device).repeat(1, num_columns)
+    own_positive = torch.zeros_like(own)
+    own_positive[:, :batch_size] = own[:, :batch_size]
+    penalised = {
+        "in_batch_negatives": ~own,  # the other rows' positives and hard negatives
+        "hard_negatives": own & ~own_positive,  # the anchor's own hard negatives
+        "all_negatives": ~own_positive,  # both
+    }[hardness_mode]
+    return (hardness_strength * similarity.detach()).masked_fill(~penalised, 0.0)
+
+
 # ----------------------------------------------------------------------------------------------
 # What an in-batch-negatives loss did on one batch (for worked examples)
 # ----------------------------------------------------------------------------------------------
@@ -81,7 +120,7 @@ class RankingExplanation:
 
     * ``similarity[d]``: the raw similarities (``-inf`` where an entry is not a candidate, e.g. an anchor
       against itself in ``"query_to_query"``);
-    * ``logits[d]``: ``scale * similarity[d]``;
+    * ``logits[d]``: ``scale * similarity[d]`` (plus the hardness penalty, if any, on ``"query_to_doc"``);
     * ``probabilities[d]``: the softmax of each row, taken over all directions together
       (``partition_mode="joint"``) or within each direction (``"per_direction"``);
     * ``columns[d]`` / ``rows[d]``: a name for every column and row (``a0`` = anchor 0, ``p0`` = positive 0,
@@ -116,13 +155,17 @@ class RankingExplanation:
         """
         import pandas as pd
 
-        blocks = {"similarity": self.similarity, "logits": self.logits, "probabilities": self.probabilities}
+        blocks = self.blocks()
         if what not in blocks:
             raise ValueError(f"what must be one of {sorted(blocks)}, got {what!r}.")
         if direction not in self.logits:
             raise ValueError(f"direction {direction!r} is not in this explanation; it has {list(self.logits)}.")
         values = blocks[what][direction].detach().cpu().double().numpy().round(decimals)
         return pd.DataFrame(values, index=self.rows[direction], columns=self.columns[direction]) + 0.0  # no "-0.0"
+
+    def blocks(self) -> dict[str, dict[str, Tensor]]:
+        """The (B, n) blocks `to_frame` can show, by name."""
+        return {"similarity": self.similarity, "logits": self.logits, "probabilities": self.probabilities}
 
 
 def explain_logits(
@@ -131,14 +174,18 @@ def explain_logits(
     partition_mode: str,
     columns: dict[str, list[str]],
     rows: dict[str, list[str]],
+    similarity: dict[str, Tensor] | None = None,
+    positive_block: str = "query_to_doc",
 ) -> RankingExplanation:
     """Softmax rows, targets, per-anchor cross-entropy and the mean, from the scaled logits of each direction.
 
     The same arithmetic as `MultipleNegativesRankingLoss.forward`, kept apart so every step can be shown.
+    `similarity` defaults to ``logits / scale`` (right unless a hardness penalty was added to the logits);
+    column i of `positive_block` holds anchor i's positive.
     """
     batch_size = next(iter(logits.values())).shape[0]
-    targets = torch.arange(batch_size, device=logits["query_to_doc"].device)
-    positive_logit = logits["query_to_doc"][targets, targets]
+    targets = torch.arange(batch_size, device=logits[positive_block].device)
+    positive_logit = logits[positive_block][targets, targets]
     if partition_mode == "joint":
         joint = torch.cat(list(logits.values()), dim=1)
         widths = [block.shape[1] for block in logits.values()]
@@ -149,7 +196,7 @@ def explain_logits(
         log_normaliser = torch.stack([torch.logsumexp(block, dim=1) for block in logits.values()]).mean(dim=0)
     per_anchor = log_normaliser - positive_logit
     return RankingExplanation(
-        similarity={direction: block / scale for direction, block in logits.items()},
+        similarity=similarity or {direction: block / scale for direction, block in logits.items()},
         logits=dict(logits),
         probabilities=probabilities,
         columns=columns,
@@ -198,6 +245,16 @@ class MultipleNegativesRankingLoss(nn.Module):
     ``partition_mode="joint"`` puts all of them in one softmax; ``"per_direction"`` computes one
     log-normaliser per direction and averages them (the symmetric InfoNCE of CLIP and jina).
 
+    Hardness weighting (sentence-transformers' ``hardness_mode``, off by default) adds a penalty, *not*
+    multiplied by scale and with no gradient, to some negative logits of ``"query_to_doc"``::
+
+        logits[i, j] = scale * sim(a_i, c_j) + hardness_strength * stop_grad(sim(a_i, c_j))
+
+    so a negative that is already close counts more in the denominator (Lan et al. 2025, Eq. 5). Which
+    negatives: ``"in_batch_negatives"`` (the other rows' positives and hard negatives; Lan et al. use
+    strength 9), ``"hard_negatives"`` (the anchor's own hard negatives only; EmbeddingGemma uses 5) or
+    ``"all_negatives"`` (both). The positive is never penalised.
+
     Inputs:
         ``loss(anchor, positive, *negatives)``: (B, D) tensors; any number of hard-negative columns.
 
@@ -207,6 +264,9 @@ class MultipleNegativesRankingLoss(nn.Module):
         similarity_fct: all-pairs similarity, default `cos_sim`; with `dot_score` use scale=1.
         directions: which interaction terms; default ``("query_to_doc",)`` is the classic MNRL.
         partition_mode: ``"joint"`` (default) or ``"per_direction"``.
+        hardness_mode: ``None`` (default: no penalty), ``"in_batch_negatives"``, ``"hard_negatives"`` or
+            ``"all_negatives"``.
+        hardness_strength: the penalty's weight alpha, >= 0; ignored when ``hardness_mode`` is None.
 
     When to use:
         (anchor, positive) pairs, e.g. (question, answer), (query, passage), (sentence, paraphrase),
@@ -217,7 +277,9 @@ class MultipleNegativesRankingLoss(nn.Module):
     References:
         Henderson et al., "Efficient Natural Language Response Suggestion for Smart Reply", 2017;
         van den Oord, Li & Vinyals, "Representation Learning with Contrastive Predictive Coding" (InfoNCE), 2018;
-        Reimers & Gurevych, "Sentence-BERT", 2019 (sentence-transformers).
+        Reimers & Gurevych, "Sentence-BERT", 2019 (sentence-transformers);
+        Lan et al., "LLaVE: Large Language and Vision Embedding Models with Hardness-Weighted Contrastive
+        Learning", 2025 (hardness_mode); Schechter Vera et al., "EmbeddingGemma", 2025.
 
     Example:
         >>> import torch
@@ -227,6 +289,9 @@ class MultipleNegativesRankingLoss(nn.Module):
         0
         >>> symmetric = MultipleNegativesRankingLoss(directions=("query_to_doc", "doc_to_query"),
         ...                                          partition_mode="per_direction")
+        >>> hard = MultipleNegativesRankingLoss(hardness_mode="hard_negatives", hardness_strength=5.0)
+        >>> hard(anchor, positive, hard_negative).dim()
+        0
 
     Taught in notebooks/07_in_batch_negatives.ipynb.
     """
@@ -237,6 +302,8 @@ class MultipleNegativesRankingLoss(nn.Module):
         similarity_fct: Callable[[Tensor, Tensor], Tensor] = cos_sim,
         directions: Sequence[str] = ("query_to_doc",),
         partition_mode: str = "joint",
+        hardness_mode: str | None = None,
+        hardness_strength: float = 0.0,
     ) -> None:
         super().__init__()
         if not scale > 0:
@@ -245,6 +312,9 @@ class MultipleNegativesRankingLoss(nn.Module):
         self.similarity_fct = similarity_fct
         self.directions = check_directions(directions, partition_mode)
         self.partition_mode = partition_mode
+        check_hardness(hardness_mode, hardness_strength)
+        self.hardness_mode = hardness_mode
+        self.hardness_strength = hardness_strength
 
     @property
     def temperature(self) -> float:
@@ -266,12 +336,24 @@ class MultipleNegativesRankingLoss(nn.Module):
         return (log_normaliser - positive_logits).mean()
 
     def logits_by_direction(self, anchor: Tensor, positive: Tensor, *negatives: Tensor) -> dict[str, Tensor]:
-        """The scaled similarity rows each anchor i is normalised over, one (B, n) matrix per direction."""
+        """The logits each anchor i is normalised over, one (B, n) matrix per direction: the similarities
+        times `scale`, plus the hardness penalty (not scaled) on the query_to_doc negatives it selects."""
+        similarities = self.similarities_by_direction(anchor, positive, *negatives)
+        logits = {direction: similarity * self.scale for direction, similarity in similarities.items()}
+        penalty = hardness_penalty(
+            similarities["query_to_doc"], 1 + len(negatives), self.hardness_mode, self.hardness_strength
+        )
+        if penalty is not None:
+            logits["query_to_doc"] = logits["query_to_doc"] + penalty
+        return logits
+
+    def similarities_by_direction(self, anchor: Tensor, positive: Tensor, *negatives: Tensor) -> dict[str, Tensor]:
+        """The raw similarities of each direction (``-inf`` where an entry is not a candidate)."""
         batch_size = anchor.shape[0]
         candidates = torch.cat([positive, *negatives], dim=0) if negatives else positive  # (B * (1 + k), D)
         similarities = {"query_to_doc": self.similarity_fct(anchor, candidates)}
         if len(self.directions) == 1:  # the classic MNRL: nothing to mask
-            return {"query_to_doc": similarities["query_to_doc"] * self.scale}
+            return similarities
 
         own_anchor = torch.eye(batch_size, dtype=torch.bool, device=anchor.device)
         if "query_to_query" in self.directions:
@@ -283,7 +365,7 @@ class MultipleNegativesRankingLoss(nn.Module):
             # Candidates of the same anchor (its positive and its hard negatives) are not negatives of its positive.
             same_anchor = own_anchor.repeat(1, 1 + len(negatives))
             similarities["doc_to_doc"] = self.similarity_fct(candidates, positive).T.masked_fill(same_anchor, -math.inf)
-        return {direction: similarity * self.scale for direction, similarity in similarities.items()}
+        return similarities
 
     @torch.no_grad()
     def explain(self, anchor: Tensor, positive: Tensor, *negatives: Tensor) -> RankingExplanation:
@@ -300,7 +382,8 @@ class MultipleNegativesRankingLoss(nn.Module):
         check_embedding_columns(type(self).__name__, anchor, positive, *negatives, names=names)
         logits = self.logits_by_direction(anchor, positive, *negatives)
         rows, columns = _row_and_column_names(anchor.shape[0], len(negatives), list(logits))
-        return explain_logits(logits, self.scale, self.partition_mode, columns, rows)
+        similarity = self.similarities_by_direction(anchor, positive, *negatives)
+        return explain_logits(logits, self.scale, self.partition_mode, columns, rows, similarity=similarity)
 
     def get_config_dict(self) -> dict:
         return {
@@ -308,6 +391,8 @@ class MultipleNegativesRankingLoss(nn.Module):
             "similarity_fct": _similarity_name(self.similarity_fct),
             "directions": self.directions,
             "partition_mode": self.partition_mode,
+            "hardness_mode": self.hardness_mode,
+            "hardness_strength": self.hardness_strength,
         }
 
 

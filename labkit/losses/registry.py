@@ -19,6 +19,8 @@ A data kind is what one training row looks like, i.e. which columns a dataset ne
   negatives.
 * ``triplets``: (anchor, positive, negative) rows.
 * ``unlabelled``: single texts without labels (Contrastive Tension: each text is its own positive).
+* ``teacher_embeddings`` / ``teacher_scores``: distillation; the label is what a teacher model made of the row,
+  precomputed (its embeddings; its scores of the candidates, or their margins).
 
 `labkit.experiment.data_kind` recognises the first three from a DataFrame's columns; those are the kinds the
 command line trains on (``LOSSES_FOR``). A loss may fit several kinds; ``data_kinds`` lists them.
@@ -38,13 +40,19 @@ sentence-transformers' scale 20; the contrastive losses its margin 0.5. `build_l
 default: what you do not pass takes sentence-transformers' default, as it always has; the course's values are
 applied by whoever chooses them (`labkit.course.compare`).
 
+Losses that run a model
+-----------------------
+The cached (GradCache) losses and GIST run a model themselves (GIST also a guide model), so their entries say what
+they ``need`` (``("model",)``, ``("model", "guide")``) and are called on tokenized columns (``inputs="runs the
+model"``): ``build_loss("CachedMultipleNegativesRankingLoss", "positive_pairs", model=model)``. No list that builds
+losses without a model (the command line's kinds, the playground, the comparison) offers them.
+
 Losses not registered
 ---------------------
 Some classes of `labkit.losses` are left out, because their constructors need more than knobs: something only a
 training run has, or another loss (`NOT_REGISTERED` says why for each). Nothing builds them by name; their
 notebooks build them by hand.
 
-* `CachedMultipleNegativesRankingLoss` runs the model itself (GradCache), so it is built around the model.
 * `MatryoshkaLoss`, `AdaptiveLayerLoss` and `Matryoshka2dLoss` are modifiers: they wrap a loss you have built
   (the last two also run the model). `DenoisingAutoEncoderLoss` (TSDAE) runs the model and a decoder built from it.
 * `SoftmaxLoss` (NLI pairs) and `ClassificationLoss` (labelled texts) own a trainable classifier head sized by the
@@ -64,6 +72,10 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 
+from labkit.losses.cached import CachedMultipleNegativesRankingLoss, CachedMultipleNegativesSymmetricRankingLoss
+from labkit.losses.distillation import DistillKLDivLoss, EmbedDistillLoss, MarginMSELoss, MSELoss
+from labkit.losses.gist import CachedGISTEmbedLoss, GISTEmbedLoss
+from labkit.losses.megabatch import MegaBatchMarginLoss
 from labkit.losses.pairs import ContrastiveLoss, OnlineContrastiveLoss
 from labkit.losses.ranking import (
     ContrastiveTensionLossInBatchNegatives,
@@ -71,6 +83,7 @@ from labkit.losses.ranking import (
     MultipleNegativesSymmetricRankingLoss,
 )
 from labkit.losses.regression import AnglELoss, CoSENTLoss, CosineSimilarityLoss
+from labkit.losses.regularization import GlobalOrthogonalRegularizationLoss
 from labkit.losses.unsupervised import ContrastiveTensionLoss
 from labkit.losses.triplets import (
     BatchAllTripletLoss,
@@ -90,6 +103,8 @@ DATA_KINDS = {
     "positive_pairs": "(anchor, positive) pairs, e.g. (question, answer); no label",
     "triplets": "(anchor, positive, negative) rows",
     "unlabelled": "single texts without labels",
+    "teacher_embeddings": "texts (or parallel texts) labelled with a teacher model's embedding",
+    "teacher_scores": "(query, positive, negative...) rows labelled with a teacher's scores or score margins",
 }
 
 INPUTS = {
@@ -99,12 +114,20 @@ INPUTS = {
     "in-batch negatives": "loss(anchor, positive, *negatives): the other rows' positives are the negatives",
     "two encodings": "loss(emb_1, emb_2): the same texts through two encoders",
     "two encodings, labelled": "loss(emb_1, emb_2, labels): two encoders; label 1 where both saw the same text",
+    "anchor-positive pairs": "loss(anchor, positive): the other rows' positives are the negatives; no negative columns",
+    "columns": "loss(*columns): any number of embedding columns, each regularised on its own; no labels",
+    "teacher embeddings": "loss(*columns, labels): labels are the teacher's embeddings, (B, D_t) or (B, columns, D_t)",
+    "teacher scores": "loss(query, *candidates, labels): labels are the teacher's scores (B, candidates) or "
+                      "margins (B, negatives)",
+    "runs the model": "loss(features): tokenized columns [anchor, positive, *negatives]; the loss runs the model "
+                      "(and any guide) itself",
 }
 
 
 @dataclass(frozen=True)
 class Knob:
-    """A hyperparameter a learner tunes: its common ``name`` ("margin" or "scale") and the course's ``default``.
+    """A hyperparameter a learner tunes: its common ``name`` ("margin", "scale", "temperature", ...) and the
+    course's ``default``.
 
     ``argument`` is the constructor keyword when it is not ``name`` (TripletLoss: ``triplet_margin``).
     """
@@ -121,12 +144,15 @@ class Knob:
 
 @dataclass(frozen=True)
 class LossEntry:
-    """One registered loss: its class, how it is called (`INPUTS`), the data it trains on (`DATA_KINDS`), its knobs."""
+    """One registered loss: its class, how it is called (`INPUTS`), the data it trains on (`DATA_KINDS`), its knobs,
+    and what it ``needs`` besides them (``("model",)`` for the cached losses, ``("model", "guide")`` for GIST):
+    `build_loss` refuses to build it without those."""
 
     loss_class: type
     inputs: str
     data_kinds: tuple[str, ...]
     knobs: tuple[Knob, ...] = ()
+    needs: tuple[str, ...] = ()  # constructor arguments only a training run has: the model it runs, a guide
 
     @property
     def name(self) -> str:
@@ -146,6 +172,7 @@ class LossEntry:
 
 _MARGIN = Knob("margin", 0.5)  # fits unit vectors: Euclidean distances lie in [0, 2]
 _SCALE = Knob("scale", 20.0)
+_GIST_KNOBS = (Knob("temperature", 0.01), Knob("margin", 0.0))  # sentence-transformers' values
 
 REGISTRY: dict[str, LossEntry] = {entry.name: entry for entry in (
     LossEntry(BatchAllTripletLoss, "batch", ("labelled",), (_MARGIN,)),
@@ -162,18 +189,30 @@ REGISTRY: dict[str, LossEntry] = {entry.name: entry for entry in (
     LossEntry(MultipleNegativesSymmetricRankingLoss, "in-batch negatives", ("positive_pairs",), (_SCALE,)),
     LossEntry(ContrastiveTensionLossInBatchNegatives, "two encodings", ("unlabelled",), (_SCALE,)),
     LossEntry(ContrastiveTensionLoss, "two encodings, labelled", ("unlabelled",)),  # pairs: contrastive_tension_pairs
+    LossEntry(MegaBatchMarginLoss, "anchor-positive pairs", ("positive_pairs",),
+              (Knob("positive_margin", 0.8), Knob("negative_margin", 0.3))),  # sentence-transformers' values
+    LossEntry(GlobalOrthogonalRegularizationLoss, "columns", ("positive_pairs", "triplets")),  # add to a main loss
+    LossEntry(MSELoss, "teacher embeddings", ("teacher_embeddings",)),
+    LossEntry(EmbedDistillLoss, "teacher embeddings", ("teacher_embeddings",)),
+    LossEntry(MarginMSELoss, "teacher scores", ("teacher_scores",)),
+    LossEntry(DistillKLDivLoss, "teacher scores", ("teacher_scores",), (Knob("temperature", 1.0),)),
+    LossEntry(CachedMultipleNegativesRankingLoss, "runs the model", ("positive_pairs", "triplets"), (_SCALE,),
+              needs=("model",)),
+    LossEntry(CachedMultipleNegativesSymmetricRankingLoss, "runs the model", ("positive_pairs",), (_SCALE,),
+              needs=("model",)),
+    LossEntry(GISTEmbedLoss, "runs the model", ("positive_pairs", "triplets"), _GIST_KNOBS, needs=("model", "guide")),
+    LossEntry(CachedGISTEmbedLoss, "runs the model", ("positive_pairs", "triplets"), _GIST_KNOBS,
+              needs=("model", "guide")),
 )}
 
 NOT_REGISTERED = {
+    "MatryoshkaLoss": "a modifier: it wraps another loss (MatryoshkaLoss(loss, matryoshka_dims)), so it is built "
+                      "around the loss you pick, for that loss's data",
     "DenoisingAutoEncoderLoss": "it runs the model and owns a decoder built from it (TSDAE): "
                                 "DenoisingAutoEncoderLoss(model), on denoising_pairs(sentences)",
-    "AdaptiveLayerLoss": "it modifies another loss and runs the model (every layer's output): "
+    "AdaptiveLayerLoss": "a modifier that runs the model (every layer's output): "
                          "AdaptiveLayerLoss(model, MultipleNegativesRankingLoss())",
-    "Matryoshka2dLoss": "it modifies another loss and runs the model: Matryoshka2dLoss(model, loss, [384, 128, 32])",
-    "MatryoshkaLoss": "it modifies another loss (any of these, cached ones included): wrap the loss you built, "
-                      "e.g. MatryoshkaLoss(MultipleNegativesRankingLoss(), [384, 256, 128, 64])",
-    "CachedMultipleNegativesRankingLoss": "it runs the model itself (GradCache), so its constructor takes the model: "
-                                          "build it around your model, for (anchor, positive) pairs (notebook 07)",
+    "Matryoshka2dLoss": "a modifier that runs the model: Matryoshka2dLoss(model, loss, [384, 128, 32])",
     "SoftmaxLoss": "its classifier head needs embedding_dimension and num_labels, from the model and the (premise, "
                    "hypothesis, label) NLI data, not knobs (notebook 06)",
     "ClassificationLoss": "its classifier head needs embedding_dimension and num_labels, from the model and the "
@@ -198,7 +237,14 @@ def build_loss(name: str, kind: str, **loss_kwargs):
     fitting = losses_for(kind)
     if name not in fitting:
         raise ValueError(f"{name} does not fit {kind.replace('_', ' ')} data; use one of: {', '.join(fitting)}.")
-    loss_class = REGISTRY[name].loss_class
+    entry = REGISTRY[name]
+    missing = [need for need in entry.needs if loss_kwargs.get(need) is None]
+    if missing:
+        raise LossArgumentError(
+            f"{name} runs a model itself, so it needs {' and '.join(missing)}: "
+            f"build_loss({name!r}, {kind!r}, {', '.join(f'{need}=...' for need in entry.needs)})."
+        )
+    loss_class = entry.loss_class
     try:
         return loss_class(**loss_kwargs)
     except TypeError as error:
