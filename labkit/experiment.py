@@ -92,6 +92,10 @@ def load_experiment_data(
     def read(source: str, split: str) -> pd.DataFrame:
         if source in datasets.DATASETS:
             frame = datasets.load_dataset(source, split)
+            if not isinstance(frame, pd.DataFrame):  # e.g. SciFact: a corpus, queries and qrels
+                raise ValueError(f"{source} is retrieval data (a corpus, queries and relevance judgements), which "
+                                 "the command line does not train on yet. In Python: labkit.data.load_beir / "
+                                 "load_scifact, labkit.retrieval.evaluate_ir, labkit.hard_negatives.")
             return frame.rename(columns=DATASET_COLUMNS.get(source, {}))
         return datasets.from_file(source, text_column=text_column, label_column=label_column,
                                   score_column=score_column, text_pair_column=text_pair_column, encoding=encoding)

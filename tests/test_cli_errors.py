@@ -166,3 +166,12 @@ def test_encoding_reads_tsv_and_jsonl_too(tmp_path, name, write):
         from_file(path, label_column="label")
     frame = from_file(path, label_column="label", encoding="latin-1")
     assert frame["text"].tolist() == ["caf\xe9 au lait", "cr\xe8me br\xfbl\xe9e"]
+
+
+def test_retrieval_data_is_refused_with_what_to_use_instead(capsys, data_dir):
+    from labkit import cli
+
+    code = cli.main(["train", "--data", "scifact", "--loss", "MultipleNegativesRankingLoss", "--steps", "1",
+                     "--batch", "4", "--out", "/tmp/labkit-scifact-refused"])
+    assert code == 2
+    assert "retrieval data" in capsys.readouterr().err
