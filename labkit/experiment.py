@@ -104,9 +104,14 @@ def same_class_pairs(labels, seed: int = 0) -> np.ndarray:
     return partner
 
 
-def training_set(loss_name: str, exp: ExperimentData, p: int, k: int, batch_size: int, seed: int):
-    """The dataset and batch sampler that suit the loss: P×K batches, no-duplicate pairs, or shuffled pairs."""
-    from labkit.sampling import NoDuplicatesBatchSampler, PKBatchSampler
+def training_set(loss_name: str, exp: ExperimentData, p: int, k: int, batch_size: int, seed: int,
+                 group_by_length: bool = False, tokenizer=None, max_length: int | None = None):
+    """The dataset and batch sampler that suit the loss: P×K batches, no-duplicate pairs, or shuffled pairs.
+
+    ``group_by_length``: no-duplicate pair batches of similar lengths (`NoDuplicatesBatchSampler`), by the
+    token counts of ``tokenizer`` (cut at ``max_length``) or, without one, character counts.
+    """
+    from labkit.sampling import NoDuplicatesBatchSampler, PKBatchSampler, token_lengths
     from labkit.collate import PairDataset, TextDataset
 
     frame = exp.train
@@ -114,8 +119,13 @@ def training_set(loss_name: str, exp: ExperimentData, p: int, k: int, batch_size
         partner = same_class_pairs(frame["label"], seed=seed)
         keep = partner >= 0
         anchors, positives = frame["text"].to_numpy()[keep], frame["text"].to_numpy()[partner[keep]]
+        rows = list(zip(anchors, positives))
+        lengths = token_lengths(tokenizer, rows, max_length) if group_by_length and tokenizer is not None else None
         return PairDataset(list(anchors), list(positives)), NoDuplicatesBatchSampler(
-            list(zip(anchors, positives)), batch_size=batch_size, seed=seed)
+            rows, batch_size=batch_size, seed=seed, group_by_length=group_by_length, lengths=lengths)
+    if group_by_length:
+        raise ValueError(f"group_by_length groups the no-duplicate pair batches of {', '.join(SAME_CLASS_PAIR_LOSSES)} "
+                         f"on labelled data; {loss_name} on {exp.kind} data has none. Leave it off.")
     if exp.kind == "labelled":
         return TextDataset(list(frame["text"]), list(frame["label"])), PKBatchSampler(frame["label"], p, k, seed=seed)
     labels = frame["score"] if exp.kind == "scored_pairs" else frame["label"]
@@ -177,16 +187,20 @@ def run_experiment(
     model, exp: ExperimentData, loss_name: str, steps: int | None = None, epochs: int | None = None,
     p: int = 8, k: int = 4, batch_size: int = 32, lr: float = 2e-5, max_length: int | None = None,
     eval_subset: int = 0, out: str | Path | None = None, seed: int = 42, show_progress: bool = True,
-    loss_kwargs: dict | None = None, **fit_kwargs,
+    loss_kwargs: dict | None = None, group_by_length: bool = False, **fit_kwargs,
 ) -> dict:
-    """Evaluate, train, evaluate again; return {"loss", "kind", "before", "after", "history"} (and write it to out/)."""
+    """Evaluate, train, evaluate again; return {"loss", "kind", "before", "after", "history"} (and write it to out/).
+
+    ``group_by_length=True``: in-batch-negative losses on labelled data train on no-duplicate pair batches of
+    similar token lengths (less padding; `labkit.sampling.NoDuplicatesBatchSampler`).
+    """
     from labkit.train import fit
 
     heldout = exp.heldout
     if eval_subset and len(heldout) > eval_subset:
         heldout = heldout.sample(n=eval_subset, random_state=seed).reset_index(drop=True)
     loss = build_loss(loss_name, exp.kind, **(loss_kwargs or {}))
-    dataset, sampler = training_set(loss_name, exp, p, k, batch_size, seed)
+    dataset, sampler = training_set(loss_name, exp, p, k, batch_size, seed, group_by_length, model.tokenizer, max_length)
     before = evaluate_model(model, exp, heldout)
     result = fit(model, loss, dataset, batch_sampler=sampler, batch_size=batch_size, steps=steps, epochs=epochs,
                  lr=lr, max_length=max_length, seed=seed, output_dir=out, show_progress=show_progress, **fit_kwargs)

@@ -535,3 +535,18 @@ def test_rows_kept_by_scan_equals_a_python_scan(seed):
     keys = rng.integers(0, rng.integers(5, 60), size=(rng.integers(1, 80), rng.integers(1, 4)))
     assert np.array_equal(_rows_kept_by_scan(keys), _scan_keeps(keys))
 
+
+
+def test_experiments_pass_group_by_length_to_the_pair_sampler(minilm, data_dir):
+    from labkit.data import load_banking77
+    from labkit.experiment import ExperimentData, training_set
+
+    frame = load_banking77("train", data_dir).iloc[:600].reset_index(drop=True)
+    exp = ExperimentData("labelled", frame, frame)
+    name = "MultipleNegativesRankingLoss"
+    _, plain = training_set(name, exp, 8, 4, 16, seed=0)
+    _, grouped = training_set(name, exp, 8, 4, 16, seed=0, group_by_length=True, tokenizer=minilm.tokenizer)
+    assert not plain.group_by_length and grouped.group_by_length
+    assert grouped.lengths.max() == max(len(minilm.tokenizer(text)["input_ids"]) for text in frame["text"])
+    with pytest.raises(ValueError, match="group_by_length"):
+        training_set("BatchHardTripletLoss", exp, 8, 4, 16, seed=0, group_by_length=True)
