@@ -550,3 +550,20 @@ def test_experiments_pass_group_by_length_to_the_pair_sampler(minilm, data_dir):
     assert grouped.lengths.max() == max(len(minilm.tokenizer(text)["input_ids"]) for text in frame["text"])
     with pytest.raises(ValueError, match="group_by_length"):
         training_set("BatchHardTripletLoss", exp, 8, 4, 16, seed=0, group_by_length=True)
+
+
+def test_padding_benchmark_counts_what_the_collate_function_pads(minilm, snli_rows):
+    from benchmark_script import load_benchmark
+
+    from labkit.collate import Collate
+    from labkit.sampling import token_lengths
+
+    bench = load_benchmark("padding")
+    rows = snli_rows[:96]
+    tokens = token_lengths(minilm.tokenizer, rows, bench.MAX_LENGTH)
+    batches = NoDuplicatesBatchSampler(rows, 16, seed=0, group_by_length=True, lengths=tokens).batches_for_epoch(0)
+    collate = Collate(minilm.tokenizer, bench.MAX_LENGTH)
+    features = [collate([(rows[i], None) for i in batch])[0] for batch in batches]
+    padded = sum(column["input_ids"].numel() for batch in features for column in batch)
+    real = sum(int(column["attention_mask"].sum()) for batch in features for column in batch)
+    assert bench.padded_positions(batches, tokens) == (padded, real)
