@@ -11,16 +11,16 @@ pairs (3,329 (premise, hypothesis) rows; premises repeat, so the no-duplicate sc
    token counts (`labkit.sampling.token_lengths`; what `run_experiment(group_by_length=True)` uses), several
    seeds, against the real (unpadded) tokens. Also the STS-B subset's train pairs.
 2. **Step time**: one epoch of `labkit.train.fit` (all-MiniLM-L6-v2, MultipleNegativesRankingLoss, 32 pairs per
-   batch, lr 2e-5, max length 128) with plain and with token-grouped batches, the two taking turns seed after
-   seed. Each step is timed with ``--clock thread`` by default: the CPU time of the training thread with
+   batch, lr 2e-5, max length 128, ``precision="auto"``: bf16 autocast on a CPU with native bf16, labkit's
+   default) with plain and with token-grouped batches, the two taking turns seed after seed. Each step is timed with ``--clock thread`` by default: the CPU time of the training thread with
    ``torch.set_num_threads(1)`` and no DataLoader workers, so other jobs on a shared machine do not count (the
    tokenizer runs in that thread too). A hook on the token-embedding table counts the positions the model
    really computed on, which must equal the padding count of part 1.
 3. **Quality**: after that epoch, held-out metrics the training never sees: STS-B test Spearman (cosine) and
    SNLI test pair retrieval (for each entailment premise, is its hypothesis the nearest of all test hypotheses:
-   recall@1), against the start model.
+   recall@1), against the start model (encoded with the same precision).
 
-    python benchmarks/padding.py                          # padding + 3 seeds of both fits (about 15 min, 1 thread)
+    python benchmarks/padding.py                          # padding + 3 seeds of both fits (about 10 min of 1 core)
     python benchmarks/padding.py --seeds 0 --json padding.json
     python benchmarks/padding.py --padding-only           # part 1 only (seconds)
 """
@@ -85,15 +85,17 @@ def padding_table(name: str, rows, tokens: np.ndarray, seeds) -> list[dict]:
     return table
 
 
-def heldout_metrics(model) -> dict:
+def heldout_metrics(model, precision: str) -> dict:
     """STS-B test Spearman and SNLI test recall@1 (premise → its entailed hypothesis among all test hypotheses)."""
+    def encode(texts, **options):
+        return model.encode(texts, batch_size=64, show_progress_bar=False, precision=precision, **options)
+
     stsb = data.load_stsb("test")
-    a = model.encode(stsb["sentence1"].tolist(), batch_size=64, show_progress_bar=False)
-    b = model.encode(stsb["sentence2"].tolist(), batch_size=64, show_progress_bar=False)
+    a, b = encode(stsb["sentence1"].tolist()), encode(stsb["sentence2"].tolist())
     spearman = sts_correlation(a, b, stsb["score"].to_numpy())["spearman_cosine"]
     pairs = data.snli_pairs("test")
-    queries = model.encode(pairs["anchor"].tolist(), batch_size=64, show_progress_bar=False, normalize=True)
-    answers = model.encode(pairs["positive"].tolist(), batch_size=64, show_progress_bar=False, normalize=True)
+    queries = encode(pairs["anchor"].tolist(), normalize=True)
+    answers = encode(pairs["positive"].tolist(), normalize=True)
     nearest = np.asarray(torch.as_tensor(queries) @ torch.as_tensor(answers).T).argmax(axis=1)
     texts = pairs["positive"].to_numpy()
     recall = float(np.mean(texts[nearest] == texts))  # an identical hypothesis text counts as found
@@ -124,7 +126,7 @@ def timed_fit(rows, frame, grouping: str, tokens: np.ndarray, seed: int, args) -
         raise AssertionError(f"the model saw {sum(positions)} positions, the padding count says {expected_positions}")
     return {"grouping": grouping, "seed": seed, "steps": len(stamps) - 1, "positions": sum(positions),
             "median_step_s": float(np.median(steps)), "mean_step_s": float(np.mean(steps)),
-            "epoch_s": float(stamps[-1] - stamps[0]), **heldout_metrics(model)}
+            "epoch_s": float(stamps[-1] - stamps[0]), **heldout_metrics(model, args.precision)}
 
 
 def print_padding(table: list[dict]) -> None:
@@ -166,7 +168,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--clock", choices=("thread", "wall"), default="thread",
                         help='"thread": CPU time of the training thread, one torch thread (a shared CPU)')
-    parser.add_argument("--precision", default="fp32", help='fit() precision: "fp32" (default), "auto", "bf16"')
+    parser.add_argument("--precision", default="auto",
+                        help='fit() and encode() precision: "auto" (default: bf16 on a CPU with native bf16), "fp32"')
     parser.add_argument("--warmup-steps", type=int, default=2, help="first steps of each fit left out of the median")
     parser.add_argument("--padding-only", action="store_true", help="part 1 only: no training")
     parser.add_argument("--json", type=Path)
@@ -185,14 +188,18 @@ def main(argv=None) -> int:
     print(f"{cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), clock {args.clock}, "
           f"batch {BATCH_SIZE}, max length {MAX_LENGTH}, seeds {args.seeds}\n")
     print_padding(table)
+    sys.stdout.flush()
     report = {"cpu": cpu_name(), "torch": torch.__version__, "threads": torch.get_num_threads(),
               "clock": args.clock, "precision": args.precision, "padding": table}
     if not args.padding_only:
-        start = heldout_metrics(labkit.load_model(device="cpu"))
-        fits = [timed_fit(snli_rows, snli, grouping, snli_tokens, seed, args)
-                for seed in args.seeds for grouping in ("plain", "tokens")]  # taking turns: load hits both alike
-        print_fits(fits, start)
-        report.update(start=start, fits=fits)
+        report.update(start=heldout_metrics(labkit.load_model(device="cpu"), args.precision), fits=[])
+        for seed in args.seeds:  # taking turns, seed after seed: a change in the machine's load hits both alike
+            for grouping in ("plain", "tokens"):
+                report["fits"].append(timed_fit(snli_rows, snli, grouping, snli_tokens, seed, args))
+                print(json.dumps(report["fits"][-1]), flush=True)
+                if args.json:  # after every fit: a long run that is stopped keeps what it measured
+                    args.json.write_text(json.dumps(report, indent=2))
+        print_fits(report["fits"], report["start"])
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return 0
