@@ -20,7 +20,7 @@ pairs (3,329 (premise, hypothesis) rows; premises repeat, so the no-duplicate sc
    SNLI test pair retrieval (for each entailment premise, is its hypothesis the nearest of all test hypotheses:
    recall@1), against the start model (encoded with the same precision).
 
-    python benchmarks/padding.py                          # padding + 3 seeds of both fits (about 10 min of 1 core)
+    python benchmarks/padding.py                          # padding + 3 seeds of both fits (34 min on a busy 2-core machine)
     python benchmarks/padding.py --seeds 0 --json padding.json
     python benchmarks/padding.py --padding-only           # part 1 only (seconds)
 """
