@@ -13,8 +13,9 @@ pairs (3,329 (premise, hypothesis) rows; premises repeat, so the no-duplicate sc
 2. **Step time**: one epoch of `labkit.train.fit` (all-MiniLM-L6-v2, MultipleNegativesRankingLoss, 32 pairs per
    batch, lr 2e-5, max length 128, ``precision="auto"``: bf16 autocast on a CPU with native bf16, labkit's
    default) with plain and with token-grouped batches, the two taking turns seed after seed. Each step is timed
-   with ``--clock thread`` by default: the CPU time of the training thread with ``torch.set_num_threads(1)`` and no DataLoader workers, so other jobs on a shared machine do not count (the
-   tokenizer runs in that thread too). A hook on the token-embedding table counts the positions the model
+   with ``--clock thread`` by default: the CPU time of the training thread with ``torch.set_num_threads(1)``
+   and no DataLoader workers, so other jobs on a shared machine do not count (the tokenizer runs in that
+   thread too). A hook on the token-embedding table counts the positions the model
    really computed on, which must equal the padding count of part 1.
 3. **Quality**: after that epoch, held-out metrics the training never sees: STS-B test Spearman (cosine) and
    SNLI test pair retrieval (for each entailment premise, is its hypothesis the nearest of all test hypotheses:
