@@ -12,9 +12,11 @@ Two questions, two modes:
   and `MultipleNegativesRankingLoss` (pairs, no-duplicate batches), their peak memory and an *estimate* of the
   model FLOP utilisation. Warm-up steps are not timed; CUDA is synchronised before each clock reading (both loops
   get the same per-step synchronisation). ``--clock thread`` times CPU runs by the CPU time of the training thread,
-  for a shared machine. Peak memory (`labkit.memory.peak_memory`) is measured in a separate 1-step run around the
-  framework's training call only: the weights are already there, so it is what a training step adds (gradients,
-  AdamW state, activations). One step, because on a CPU the profiler's running sum of allocations and frees grew
+  for a shared machine (it sets one torch thread, so that thread does all the work). ``--precisions fp32
+  bf16`` runs both precisions for both frameworks into one report, with the ratio of labkit's default ("auto")
+  to the ST trainer's default (fp32). Peak memory (`labkit.memory.peak_memory`) is measured in a separate
+  1-step run around the framework's training call only: the weights are already there, so it is what a
+  training step adds (gradients, AdamW state, activations). One step, because on a CPU the profiler's running sum of allocations and frees grew
   by about 90–170 MiB per further MiniLM step in both frameworks (apparently frees it does not pair with their
   allocations), so a longer run reports a "peak" that grows with the number of steps. On CUDA the figure is
   exact. Model FLOP/s = 6 × (non-embedding parameters) × (token positions, padding included) / s, the usual
@@ -42,6 +44,7 @@ Usage::
 
     python benchmarks/trainer.py --mode quality --steps 100 --seeds 0 1 2 --json quality.json
     python benchmarks/trainer.py --mode throughput --steps 8 --warmup-steps 2 --clock thread --json throughput.json
+    python benchmarks/trainer.py --mode throughput --clock thread --precisions fp32 bf16   # both precisions, one report
     python benchmarks/trainer.py --mode throughput --random-weights --steps 50       # on a GPU: bf16, MiniLM config
     python benchmarks/trainer.py --mode throughput --model tiny --steps 3            # seconds, on a CPU
 """
@@ -576,6 +579,7 @@ def run_throughput(folder: Path, data: dict, settings: Settings, warmup_steps: i
     parameters = non_embedding_parameters(load_labkit(folder, settings).transformer)
     report = {"mode": "throughput", "settings": asdict(settings), "warmup_steps": warmup_steps,
               "device": str(device), "precision": precision_for(device, settings.precision),
+              "auto_precision": precision_for(device, "auto"),
               "non_embedding_parameters": parameters, "peak_flops": peak_flops, "rows": [], "checks": []}
     for loss in losses:
         run_settings = replace(settings, loss=loss, steps=settings.steps + warmup_steps)
@@ -597,7 +601,8 @@ def run_throughput(folder: Path, data: dict, settings: Settings, warmup_steps: i
             steps_timed = len(timed)
             forwards_per_step = 1 if loss == BATCH_HARD else 2
             tokens = padded_tokens(record.batches[-steps_timed * forwards_per_step:])
-            row = {"loss": loss, "framework": framework, "steps_timed": steps_timed, "seconds": seconds,
+            row = {"loss": loss, "framework": framework, "precision": report["precision"],
+                   "steps_timed": steps_timed, "seconds": seconds,
                    "samples_per_s": steps_timed * run_settings.samples_per_step / seconds,
                    "tokens_per_s": tokens / seconds, "optimizer_steps": record.optimizer_steps}
             row["model_flops_per_s"] = 6 * parameters * row["tokens_per_s"]  # forward 2·N, backward 4·N per token
@@ -609,31 +614,60 @@ def run_throughput(folder: Path, data: dict, settings: Settings, warmup_steps: i
             progress(f"{loss} {framework:>21}: {row['samples_per_s']:.1f} samples/s, {row['tokens_per_s']:.0f} tokens/s"
                      + (f", peak {row['peak_memory_mib']:.0f} MiB" if measure_memory else ""))
         check = _checks(records[LABKIT], records[ST], settings.seed)
-        check["loss"] = loss
+        check["loss"], check["precision"] = loss, report["precision"]
         report["checks"].append(check)
     return report
 
 
+def merge_throughput(reports: list[dict]) -> dict:
+    """One report of several precisions' runs (``--precisions``): all rows and checks, the precisions listed."""
+    merged = dict(reports[0])
+    if len(reports) > 1:
+        merged.update(precision=[r["precision"] for r in reports], rows=[row for r in reports for row in r["rows"]],
+                      checks=[check for r in reports for check in r["checks"]])
+    return merged
+
+
+def _auto_vs_st_default(report: dict) -> list[str]:
+    """labkit's default precision ("auto") against the ST trainer's default (fp32), where both were run."""
+    auto = report.get("auto_precision")
+    rows = {(r["loss"], r["framework"], r.get("precision")): r for r in report["rows"]}
+    lines = []
+    for loss in dict.fromkeys(r["loss"] for r in report["rows"]):
+        ours, theirs = rows.get((loss, LABKIT, auto)), rows.get((loss, ST, "fp32"))
+        if auto != "fp32" and ours and theirs:
+            lines.append(f"| {loss} | {ours['samples_per_s'] / theirs['samples_per_s']:.2f} | "
+                         f"{_memory_ratio(ours, theirs)} |")
+    if not lines:
+        return []
+    return ["", f"| loss | samples/s labkit auto ({auto}) / ST default (fp32) | peak memory |", "|---|---:|---:|"] + lines
+
+
+def _memory_ratio(ours: dict, theirs: dict) -> str:
+    if ours.get("peak_memory_mib") is None or not theirs.get("peak_memory_mib"):
+        return "–"
+    return f"{ours['peak_memory_mib'] / theirs['peak_memory_mib']:.2f}"
+
+
 def format_throughput(report: dict) -> str:
-    lines = ["| loss | framework | samples/s | tokens/s | model GFLOP/s (6·N·tokens/s) | MFU (estimate) | "
-             "peak memory MiB |", "|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| loss | framework | precision | samples/s | tokens/s | model GFLOP/s (6·N·tokens/s) | MFU (estimate) | "
+             "peak memory MiB |", "|---|---|---|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:
         memory = f"{r['peak_memory_mib']:.0f}" if r.get("peak_memory_mib") is not None else "–"
         mfu = f"{100 * r['mfu_estimate']:.1f} %" if r.get("mfu_estimate") is not None else "–"
-        lines.append(f"| {r['loss']} | {r['framework']} | {r['samples_per_s']:.1f} | {r['tokens_per_s']:.0f} | "
-                     f"{r['model_flops_per_s'] / 1e9:.1f} | {mfu} | {memory} |")
-    lines += ["", "| loss | samples/s labkit / ST | peak memory labkit / ST |", "|---|---:|---:|"]
-    for loss in dict.fromkeys(r["loss"] for r in report["rows"]):
-        rows = {r["framework"]: r for r in report["rows"] if r["loss"] == loss}
+        lines.append(f"| {r['loss']} | {r['framework']} | {r.get('precision', '–')} | {r['samples_per_s']:.1f} | "
+                     f"{r['tokens_per_s']:.0f} | {r['model_flops_per_s'] / 1e9:.1f} | {mfu} | {memory} |")
+    lines += ["", "| loss | precision | samples/s labkit / ST | peak memory labkit / ST |", "|---|---|---:|---:|"]
+    for loss, precision in dict.fromkeys((r["loss"], r.get("precision")) for r in report["rows"]):
+        rows = {r["framework"]: r for r in report["rows"] if r["loss"] == loss and r.get("precision") == precision}
         if len(rows) < 2:
             continue
         speed = rows[LABKIT]["samples_per_s"] / rows[ST]["samples_per_s"]
-        memory = ("–" if rows[LABKIT].get("peak_memory_mib") is None or not rows[ST].get("peak_memory_mib")
-                  else f"{rows[LABKIT]['peak_memory_mib'] / rows[ST]['peak_memory_mib']:.2f}")
-        lines.append(f"| {loss} | {speed:.2f} | {memory} |")
+        lines.append(f"| {loss} | {precision} | {speed:.2f} | {_memory_ratio(rows[LABKIT], rows[ST])} |")
+    lines += _auto_vs_st_default(report)
     lines.append("\nChecks: " + "; ".join(
-        f"{c['loss']}: same batches {c['same_batches']}, optimizer steps {c['optimizer_steps']}, "
-        f"both trained {c['both_trained']}" for c in report["checks"]))
+        f"{c['loss']} {c.get('precision', '')}: same batches {c['same_batches']}, optimizer steps "
+        f"{c['optimizer_steps']}, both trained {c['both_trained']}" for c in report["checks"]))
     return "\n".join(lines)
 
 
@@ -678,6 +712,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--train-size", type=int, default=None, help="use a stratified subset of the training split")
     parser.add_argument("--test-size", type=int, default=None, help="quality: a stratified subset of the test split")
     parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
+    parser.add_argument("--precisions", nargs="+", default=None, choices=("auto", "bf16", "fp16", "fp32"),
+                        help="throughput: run each of these precisions (both frameworks) into one report")
     parser.add_argument("--device", default=None)
     parser.add_argument("--peak-tflops", type=float, default=None, help="the device's peak FLOP/s for the MFU estimate")
     parser.add_argument("--clock", choices=("wall", "thread"), default="wall",
@@ -696,6 +732,8 @@ def main(argv=None) -> dict:
                         precision=args.precision, device=args.device, clock=args.clock)
     if args.clock == "thread" and pick_device(args.device).type != "cpu":
         raise ValueError("--clock thread measures CPU time: it means nothing for GPU work. Use --clock wall on a GPU.")
+    if args.clock == "thread":
+        torch.set_num_threads(1)  # the training thread's CPU time is then all the work (no intra-op helpers)
     train = load_banking77("train")
     if args.train_size:
         train = drop_small_classes(stratified_subset(train, args.train_size, seed=0), args.k)  # P×K needs K per class
@@ -720,8 +758,11 @@ def main(argv=None) -> dict:
         else:
             device = pick_device(settings.device)
             data = {BATCH_HARD: train, MNRL: pairs_from_classes(train, seed=0)}
-            report = run_throughput(folder, data, settings, args.warmup_steps, device_peak_flops(device, args.peak_tflops),
-                                    losses=args.losses, measure_memory=not args.no_memory)
+            report = merge_throughput([
+                run_throughput(folder, data, replace(settings, precision=precision), args.warmup_steps,
+                               device_peak_flops(device, args.peak_tflops), losses=args.losses,
+                               measure_memory=not args.no_memory)
+                for precision in args.precisions or [args.precision]])
             text = format_throughput(report)
         report["total_seconds"] = time.perf_counter() - started
     write(report)

@@ -208,9 +208,14 @@ def same_class_pairs(labels, seed: int = 0) -> np.ndarray:
     return partner
 
 
-def training_set(loss_name: str, exp: ExperimentData, p: int, k: int, batch_size: int, seed: int):
-    """The dataset and batch sampler that suit the loss: P×K batches, no-duplicate pairs, or shuffled pairs."""
-    from labkit.sampling import NoDuplicatesBatchSampler, PKBatchSampler
+def training_set(loss_name: str, exp: ExperimentData, p: int, k: int, batch_size: int, seed: int,
+                 group_by_length: bool = False, tokenizer=None, max_length: int | None = None):
+    """The dataset and batch sampler that suit the loss: P×K batches, no-duplicate pairs, or shuffled pairs.
+
+    ``group_by_length``: no-duplicate pair batches of similar lengths (`NoDuplicatesBatchSampler`), by the
+    token counts of ``tokenizer`` (cut at ``max_length``) or, without one, character counts.
+    """
+    from labkit.sampling import NoDuplicatesBatchSampler, PKBatchSampler, token_lengths
     from labkit.collate import PairDataset, TextDataset
 
     frame = exp.train
@@ -218,8 +223,13 @@ def training_set(loss_name: str, exp: ExperimentData, p: int, k: int, batch_size
         partner = same_class_pairs(frame["label"], seed=seed)
         keep = partner >= 0
         anchors, positives = frame["text"].to_numpy()[keep], frame["text"].to_numpy()[partner[keep]]
+        rows = list(zip(anchors, positives))
+        lengths = token_lengths(tokenizer, rows, max_length) if group_by_length and tokenizer is not None else None
         return PairDataset(list(anchors), list(positives)), NoDuplicatesBatchSampler(
-            list(zip(anchors, positives)), batch_size=batch_size, seed=seed)
+            rows, batch_size=batch_size, seed=seed, group_by_length=group_by_length, lengths=lengths)
+    if group_by_length:
+        raise ValueError(f"group_by_length groups the no-duplicate pair batches of {', '.join(SAME_CLASS_PAIR_LOSSES)} "
+                         f"on labelled data; {loss_name} on {exp.kind} data has none. Leave it off.")
     if exp.kind == "labelled":
         return TextDataset(list(frame["text"]), list(frame["label"])), PKBatchSampler(frame["label"], p, k, seed=seed)
     labels = frame["score"] if exp.kind == "scored_pairs" else frame["label"]
@@ -282,7 +292,7 @@ def run_experiment(
     p: int = 8, k: int = 4, batch_size: int = 32, lr: float = 2e-5, max_length: int | None = None,
     eval_subset: int = 0, out: str | Path | None = None, seed: int = 42, show_progress: bool = True,
     loss_kwargs: dict | None = None, eval_every: int | None = None, checkpoint_every: int | None = None,
-    resume: bool = False, **fit_kwargs,
+    resume: bool = False, group_by_length: bool = False, **fit_kwargs,
 ) -> dict:
     """Evaluate on the held-out (test) data, train, evaluate on it again; return the report (and write it to out/).
 
@@ -299,6 +309,9 @@ def run_experiment(
         {"loss", "loss_args", "kind", "main_metric", "steps", "heldout_rows", "before", "after" (test metrics),
         "dev" (None, or the dev split's rows, evaluations and best step), "seconds", "interrupted" (Ctrl-C),
         "history"}.
+
+    ``group_by_length=True``: in-batch-negative losses on labelled data train on no-duplicate pair batches of
+    similar token lengths (less padding; `labkit.sampling.NoDuplicatesBatchSampler`).
     """
     from labkit.train import fit
 
@@ -307,7 +320,8 @@ def run_experiment(
         heldout = heldout.sample(n=eval_subset, random_state=seed).reset_index(drop=True)
     check_experiment(exp, loss_name, p, k)
     loss = build_loss(loss_name, exp.kind, **(loss_kwargs or {}))
-    dataset, sampler = training_set(loss_name, exp, p, k, batch_size, seed)
+    dataset, sampler = training_set(loss_name, exp, p, k, batch_size, seed, group_by_length, model.tokenizer,
+                                    max_length)
     before = _test_before_training(model, exp, heldout, out, resume)
     selection = {}
     if exp.dev is not None:  # the checkpoint is chosen on dev data, carved from the training data

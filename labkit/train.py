@@ -197,6 +197,8 @@ def fit(
         loss: a loss from `labkit.losses`; its parameters, if any, are trained too (with `loss_lr`, default `lr`).
         train_dataset: a `labkit.collate.TextDataset` (texts + labels) or `PairDataset` (text columns + optional labels).
         batch_sampler: e.g. `PKBatchSampler(labels, p, k)`; without one, shuffled batches of `batch_size`.
+            For pairs with in-batch negatives, `NoDuplicatesBatchSampler(rows, batch_size, group_by_length=True)`
+            batches rows of similar length together (less padding, faster steps).
         steps / epochs: how long to train (optimizer steps, or passes over the batches); one of them.
         evaluator: `evaluator(model) -> {"metric name": value, ...}`, run every `eval_every` steps and at the end;
             `metric` names the value that decides the best model (default: the first key).

@@ -185,3 +185,21 @@ def test_command_line_writes_json(bench, tmp_path, data_dir, monkeypatch):
 def test_peak_flops_table_and_override(bench):
     assert bench.device_peak_flops(torch.device("cpu"), None) is None
     assert bench.device_peak_flops(torch.device("cpu"), 2.5) == 2.5e12
+
+
+def test_several_precisions_make_one_report_with_same_precision_and_default_ratios(bench):
+    def run(precision, labkit_speed, st_speed):
+        rows = [{"loss": bench.MNRL, "framework": framework, "precision": precision, "samples_per_s": speed,
+                 "tokens_per_s": 10 * speed, "model_flops_per_s": 1e9, "peak_memory_mib": memory}
+                for framework, speed, memory in ((bench.LABKIT, labkit_speed, 300.0), (bench.ST, st_speed, 400.0))]
+        check = {"loss": bench.MNRL, "precision": precision, "same_batches": True, "optimizer_steps": [3, 3],
+                 "both_trained": True}
+        return {"mode": "throughput", "precision": precision, "auto_precision": "bf16", "rows": rows, "checks": [check]}
+
+    report = bench.merge_throughput([run("fp32", 20.0, 25.0), run("bf16", 45.0, 30.0)])
+    assert report["precision"] == ["fp32", "bf16"] and len(report["rows"]) == 4 and len(report["checks"]) == 2
+    text = bench.format_throughput(report)
+    assert f"| {bench.MNRL} | fp32 | {20 / 25:.2f} | {300 / 400:.2f} |" in text
+    assert f"| {bench.MNRL} | bf16 | {45 / 30:.2f} | {300 / 400:.2f} |" in text
+    assert f"| {bench.MNRL} | {45 / 25:.2f} | {300 / 400:.2f} |" in text  # labkit auto (bf16) / ST default (fp32)
+    assert bench.merge_throughput([run("fp32", 1.0, 1.0)]) == run("fp32", 1.0, 1.0)

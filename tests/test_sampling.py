@@ -345,6 +345,138 @@ def test_no_duplicates_explains_bad_input(rows, batch_size, error, words):
         NoDuplicatesBatchSampler(rows, batch_size=batch_size)
 
 
+# ------------------------------------------------------------------------------------------------ length grouping
+def reference_no_duplicate_batches(rows, batch_size: int, seed: int, epoch: int, drop_last: bool = True):
+    """The ungrouped epoch written as the plain loop it stands for.
+
+    The rows in the epoch's shuffled order wait in a queue; each batch takes, front to back, every row none of
+    whose texts a row already taken for this batch has, until it is full; the rows it passed over keep their
+    places at the front of the queue for the next batch.
+    """
+    order = np.random.default_rng(np.random.SeedSequence([seed, epoch])).permutation(len(rows))
+    queue, batches = [int(i) for i in order], []
+    while queue:
+        taken, seen = [], set()
+        for i in queue:
+            if len(taken) == batch_size:
+                break
+            if not set(rows[i]) & seen:
+                taken.append(i)
+                seen.update(rows[i])
+        if len(taken) < batch_size and drop_last:
+            break
+        batches.append(taken)
+        queue = [i for i in queue if i not in set(taken)]
+    return batches
+
+
+@pytest.fixture(scope="module")
+def snli_rows(data_dir):
+    from labkit.data import snli_pairs
+
+    frame = snli_pairs("dev", data_dir)  # premises repeat: real duplicates to keep apart
+    return list(zip(frame["anchor"], frame["positive"]))
+
+
+def within_batch_spread(batches, lengths) -> float:
+    """Mean over batches of (longest - shortest) row length."""
+    return float(np.mean([lengths[batch].max() - lengths[batch].min() for batch in map(np.asarray, batches)]))
+
+
+@pytest.mark.parametrize("case", range(len(PAIR_CASES)))
+def test_grouping_off_gives_the_batches_of_the_plain_loop(case):
+    pairs, batch_size = PAIR_CASES[case]
+    default = NoDuplicatesBatchSampler(pairs, batch_size, seed=case)
+    explicit = NoDuplicatesBatchSampler(pairs, batch_size, seed=case, group_by_length=False)
+    kept_last = NoDuplicatesBatchSampler(pairs, batch_size, seed=case, drop_last=False)
+    for epoch in range(2):
+        expected = reference_no_duplicate_batches(pairs, batch_size, case, epoch)
+        assert default.batches_for_epoch(epoch) == explicit.batches_for_epoch(epoch) == expected
+        assert kept_last.batches_for_epoch(epoch) == reference_no_duplicate_batches(pairs, batch_size, case, epoch, False)
+
+
+@pytest.mark.parametrize("case", range(len(PAIR_CASES)))
+def test_grouped_batches_share_no_text_and_use_every_row_once(case):
+    pairs, batch_size = PAIR_CASES[case]
+    lengths = np.random.default_rng(case).integers(1, 60, size=len(pairs))  # these texts are all alike long
+    grouped = NoDuplicatesBatchSampler(pairs, batch_size, seed=case, group_by_length=True, lengths=lengths)
+    kept_last = NoDuplicatesBatchSampler(pairs, batch_size, seed=case, drop_last=False, group_by_length=True,
+                                         lengths=lengths)
+    for epoch in range(2):
+        batches = grouped.batches_for_epoch(epoch)
+        assert batches and all(len(batch) == batch_size for batch in batches)
+        for batch in batches:
+            texts = [text for i in batch for text in set(pairs[i])]
+            assert len(texts) == len(set(texts)), "two rows of a batch share a text"
+        assert max(Counter(i for batch in batches for i in batch).values()) == 1
+        every_row = kept_last.batches_for_epoch(epoch)
+        assert sorted(i for batch in every_row for i in batch) == list(range(len(pairs)))
+
+
+def test_grouped_batches_on_snli_share_no_text_are_as_many_and_hold_similar_lengths(snli_rows):
+    longest_text = np.array([max(len(a), len(p)) for a, p in snli_rows])
+    plain = NoDuplicatesBatchSampler(snli_rows, 32, seed=0).batches_for_epoch(0)
+    grouped = NoDuplicatesBatchSampler(snli_rows, 32, seed=0, group_by_length=True).batches_for_epoch(0)
+    assert len(grouped) == len(plain) == len(snli_rows) // 32
+    for batch in grouped:
+        texts = [text for i in batch for text in set(snli_rows[i])]
+        assert len(texts) == len(set(texts))
+    assert max(Counter(i for batch in grouped for i in batch).values()) == 1
+    # Random batches span most of the length range; grouped ones only a slice of it.
+    assert within_batch_spread(grouped, longest_text) < 0.25 * within_batch_spread(plain, longest_text)
+    # The batch with the longest row comes first (out of memory at step 1, not later); the rest are shuffled.
+    assert longest_text[grouped[0]].max() == longest_text.max()
+    firsts = [longest_text[batch].max() for batch in grouped[1:]]
+    assert firsts != sorted(firsts, reverse=True) and firsts != sorted(firsts)
+
+
+def test_grouping_is_reproducible_for_a_seed_and_changes_with_seed_and_epoch(snli_rows):
+    def sampler(seed):
+        return NoDuplicatesBatchSampler(snli_rows, 32, seed=seed, group_by_length=True)
+
+    first = sampler(3)
+    epoch0 = list(first)
+    assert list(first) != epoch0  # the next epoch draws new batches
+    first.set_epoch(0)
+    assert list(first) == epoch0 == sampler(3).batches_for_epoch(0)
+    assert sampler(4).batches_for_epoch(0) != epoch0
+
+
+def test_token_lengths_count_the_tokenizers_ids_and_group_by_the_longest_text(minilm, snli_rows):
+    from labkit.sampling import token_lengths
+
+    rows = snli_rows[:200]
+    lengths = token_lengths(minilm.tokenizer, rows, max_length=16)
+    assert lengths.shape == (200, 2)
+    for (anchor, positive), (n_anchor, n_positive) in zip(rows[:20], lengths[:20]):
+        assert n_anchor == len(minilm.tokenizer(anchor, truncation=True, max_length=16)["input_ids"])
+        assert n_positive == len(minilm.tokenizer(positive, truncation=True, max_length=16)["input_ids"])
+    per_text = NoDuplicatesBatchSampler(rows, 8, seed=1, group_by_length=True, lengths=lengths)
+    per_row = NoDuplicatesBatchSampler(rows, 8, seed=1, group_by_length=True, lengths=lengths.max(axis=1))
+    assert per_text.batches_for_epoch(0) == per_row.batches_for_epoch(0)
+
+
+@pytest.mark.parametrize(
+    "options, error, words",
+    [
+        ({"lengths": [3] * 6}, ValueError, "only used with group_by_length"),
+        ({"group_by_length": True, "lengths": [3] * 5}, ValueError, "one number per row"),
+        ({"group_by_length": True, "lengths": ["long"] * 6}, ValueError, "one number per row"),
+    ],
+)
+def test_grouping_explains_bad_lengths(options, error, words):
+    pairs = [(f"q{i}", f"a{i}") for i in range(6)]
+    with pytest.raises(error, match=words):
+        NoDuplicatesBatchSampler(pairs, batch_size=2, **options)
+
+
+def test_grouping_without_lengths_needs_texts():
+    with pytest.raises(TypeError, match="lengths="):
+        NoDuplicatesBatchSampler(np.arange(12).reshape(6, 2), batch_size=2, group_by_length=True)
+    sampler = NoDuplicatesBatchSampler(np.arange(12).reshape(6, 2), 2, group_by_length=True, lengths=np.arange(6))
+    assert sorted(i for batch in sampler.batches_for_epoch(0) for i in batch) == list(range(6))
+
+
 # ------------------------------------------------------------------------------------------------ inspection
 def test_batch_composition_matches_counting_by_hand():
     rng = np.random.default_rng(3)
@@ -403,3 +535,35 @@ def test_rows_kept_by_scan_equals_a_python_scan(seed):
     keys = rng.integers(0, rng.integers(5, 60), size=(rng.integers(1, 80), rng.integers(1, 4)))
     assert np.array_equal(_rows_kept_by_scan(keys), _scan_keeps(keys))
 
+
+
+def test_experiments_pass_group_by_length_to_the_pair_sampler(minilm, data_dir):
+    from labkit.data import load_banking77
+    from labkit.experiment import ExperimentData, training_set
+
+    frame = load_banking77("train", data_dir).iloc[:600].reset_index(drop=True)
+    exp = ExperimentData("labelled", frame, frame)
+    name = "MultipleNegativesRankingLoss"
+    _, plain = training_set(name, exp, 8, 4, 16, seed=0)
+    _, grouped = training_set(name, exp, 8, 4, 16, seed=0, group_by_length=True, tokenizer=minilm.tokenizer)
+    assert not plain.group_by_length and grouped.group_by_length
+    assert grouped.lengths.max() == max(len(minilm.tokenizer(text)["input_ids"]) for text in frame["text"])
+    with pytest.raises(ValueError, match="group_by_length"):
+        training_set("BatchHardTripletLoss", exp, 8, 4, 16, seed=0, group_by_length=True)
+
+
+def test_padding_benchmark_counts_what_the_collate_function_pads(minilm, snli_rows):
+    from benchmark_script import load_benchmark
+
+    from labkit.collate import Collate
+    from labkit.sampling import token_lengths
+
+    bench = load_benchmark("padding")
+    rows = snli_rows[:96]
+    tokens = token_lengths(minilm.tokenizer, rows, bench.MAX_LENGTH)
+    batches = NoDuplicatesBatchSampler(rows, 16, seed=0, group_by_length=True, lengths=tokens).batches_for_epoch(0)
+    collate = Collate(minilm.tokenizer, bench.MAX_LENGTH)
+    features = [collate([(rows[i], None) for i in batch])[0] for batch in batches]
+    padded = sum(column["input_ids"].numel() for batch in features for column in batch)
+    real = sum(int(column["attention_mask"].sum()) for batch in features for column in batch)
+    assert bench.padded_positions(batches, tokens) == (padded, real)
