@@ -127,6 +127,9 @@ def add_train_arguments(train: argparse.ArgumentParser) -> None:
                             "on (default: none, or 0.1 with --eval-every)")
     train.add_argument("--eval-every", type=int, default=None, metavar="N",
                        help="evaluate on the dev split every N steps (and at the start and end) and keep the best")
+    train.add_argument("--group-by-length", action="store_true",
+                       help="MultipleNegativesRankingLoss on labelled data: no-duplicate pair batches of similar token "
+                            "lengths (less padding, about 0.7x the epoch time; benchmarks/padding.py)")
     train.add_argument("--seed", type=int, default=42)
     train.add_argument("--out", help="output folder (required; must be writable: checked before training)")
     train.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
@@ -267,7 +270,8 @@ def _train(args, world) -> int:
     report = run_experiment(model, exp, args.loss, loss_kwargs=args.loss_args, steps=args.steps, epochs=args.epochs,
                             p=p, k=k, batch_size=batch_size, lr=args.lr, max_length=args.max_length,
                             eval_subset=args.eval_subset, out=out, seed=args.seed, show_progress=world.is_main,
-                            eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, resume=resume)
+                            eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, resume=resume,
+                            group_by_length=getattr(args, "group_by_length", False))
     if world.is_main:
         _write_figures(model, exp, report, before, out)
     return 0

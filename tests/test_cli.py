@@ -182,3 +182,14 @@ def test_dev_selection_keeps_the_best_dev_checkpoint_and_reports_test_once(tmp_p
     exp = load_experiment_data(str(labelled_csv), text_column="question", label_column="intent", dev_size=8)
     kept = labkit.load_model(str(out / "model"), device="cpu")
     assert evaluate_model(kept, exp, exp.dev)[dev["metric"]] == pytest.approx(dev["best"], abs=1e-6)
+
+
+def test_group_by_length_trains_mnrl_and_is_refused_for_a_batch_loss(tmp_path, tiny_folder, labelled_csv, capsys):
+    common = ["train", "--data", str(labelled_csv), "--text-column", "question", "--label-column", "intent",
+              "--model", str(tiny_folder), "--steps", "2", "--group-by-length"]
+    out = tmp_path / "grouped"
+    assert main(common + ["--loss", "MultipleNegativesRankingLoss", "--batch", "4", "--out", str(out)]) == 0
+    assert json.loads((out / "args.json").read_text())["group_by_length"] is True
+    capsys.readouterr()
+    assert main(common + ["--loss", "BatchHardTripletLoss", "--batch", "2x4", "--out", str(tmp_path / "hard")]) == 2
+    assert "group_by_length" in capsys.readouterr().err
