@@ -609,7 +609,7 @@ def plot_state(playground: Playground, state: PlaygroundState, ax, points: Optio
     roles = [role for role in LINE_STYLES if role in {role for _, _, role in lines}]
     handles = [Line2D([], [], color=LINE_STYLES[role][0], ls=LINE_STYLES[role][1], label=role) for role in roles]
     if handles:
-        ax.legend(handles=handles, fontsize=7, loc="best", framealpha=0.6)
+        ax.legend(handles=handles, fontsize=8, loc="best", framealpha=0.6)
     if limits is not None:
         ax.set_xlim(*limits[0])
         ax.set_ylim(*limits[1])
@@ -629,7 +629,7 @@ def plot_contributions(playground: Playground, state: PlaygroundState, ax) -> No
     colours = [f"C{int(c) % 10}" for c in playground.labels]
     ax.bar(range(len(state.contributions)), state.contributions, color=colours)
     ax.set_xticks(range(len(state.contributions)))
-    ax.tick_params(labelsize=7)
+    ax.tick_params(labelsize=8)
 
 
 def plot_loss_history(losses: Sequence[float], ax) -> None:
@@ -643,7 +643,7 @@ def plot_loss_history(losses: Sequence[float], ax) -> None:
     else:
         ax.text(0.5, 0.5, "no steps taken yet", ha="center", va="center", fontsize=8, transform=ax.transAxes)
     ax.set_xlabel("step", fontsize=8)
-    ax.tick_params(labelsize=7)
+    ax.tick_params(labelsize=8)
 
 
 def state_figure(playground: Playground, state: Optional[PlaygroundState] = None, points: Optional[Tensor] = None,

@@ -80,6 +80,9 @@ def plot_points(points, labels=None, names: Sequence[str] | None = None, arrows=
         arrows = np.asarray(arrows.detach() if isinstance(arrows, Tensor) else arrows, dtype=float) * arrow_scale
         ax.quiver(points[:, 0], points[:, 1], arrows[:, 0], arrows[:, 1], angles="xy", scale_units="xy", scale=1,
                   color="0.3", width=0.006, zorder=2)
+        # quiver does not grow the axes' data limits: add the arrow tips so that no arrow is cut off
+        ax.update_datalim(points + arrows)
+        ax.autoscale_view()
     if unit_circle:
         t = np.linspace(0, 2 * np.pi, 200)
         ax.plot(np.cos(t), np.sin(t), ":", color="0.6", lw=1)
