@@ -658,7 +658,7 @@ def state_figure(playground: Playground, state: Optional[PlaygroundState] = None
     state = playground.compute(points) if state is None else state
     figure = Figure(figsize=figsize, dpi=80)
     # Fixed margins: a layout engine would double the drawing time of every animation frame.
-    grid = figure.add_gridspec(2, 2, width_ratios=(1.25, 1), left=0.09, right=0.98, bottom=0.1, top=0.86,
+    grid = figure.add_gridspec(2, 2, width_ratios=(1.25, 1), left=0.09, right=0.98, bottom=0.13, top=0.86,
                                wspace=0.2, hspace=0.55)
     points_ax = figure.add_subplot(grid[:, 0])
     arrows = plot_state(playground, state, points_ax, points, focus, arrow_scale, limits)
