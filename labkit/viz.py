@@ -284,7 +284,7 @@ def plot_distance_heatmap(
     if annotate:
         middle = np.nanmean(values) if np.isfinite(values).any() else 0.0
         for (row, col), value in np.ndenumerate(values):
-            ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize="x-small",
+            ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=8,
                     color="white" if value < middle else "black")
     if title:
         ax.set_title(title)

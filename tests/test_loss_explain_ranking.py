@@ -73,7 +73,7 @@ def test_classic_mnrl_quantities_match_a_python_loop(num_negatives):
     torch.testing.assert_close(explanation.probabilities["query_to_doc"], torch.tensor(probabilities, dtype=torch.float64))
     cross_entropy = [-math.log(probabilities[i][i]) for i in range(len(logits))]
     torch.testing.assert_close(explanation.per_anchor, torch.tensor(cross_entropy, dtype=torch.float64))
-    assert explanation.columns["query_to_doc"][:6] == ["p0", "p1", "p2", "p3", "p4"] + (["n1_0"] if num_negatives else [])
+    assert explanation.columns["query_to_doc"][:6] == ["p0", "p1", "p2", "p3", "p4"] + ({0: [], 1: ["n0"]}.get(num_negatives, ["n1_0"]))
     assert explanation.rows["query_to_doc"] == ["a0", "a1", "a2", "a3", "a4"]
 
 
@@ -129,8 +129,10 @@ def test_explain_leaves_no_graph_and_checks_input():
 def test_to_frame():
     explanation = MultipleNegativesRankingLoss(scale=20.0).explain(*columns(3, batch_size=3))
     frame = explanation.to_frame()
-    assert frame.shape == (3, 6) and list(frame.index) == ["a0", "a1", "a2"] and frame.columns[3] == "n1_0"
+    assert frame.shape == (3, 6) and list(frame.index) == ["a0", "a1", "a2"] and frame.columns[3] == "n0"
     assert frame.sum(axis=1).round(3).tolist() == [1.0, 1.0, 1.0]
+    two_columns = MultipleNegativesRankingLoss(scale=20.0).explain(*columns(4, batch_size=2)).to_frame()
+    assert list(two_columns.columns) == ["p0", "p1", "n1_0", "n1_1", "n2_0", "n2_1"]
     logits = explanation.to_frame("logits", decimals=2)
     assert logits.to_numpy().tolist() == explanation.logits["query_to_doc"].numpy().round(2).tolist()
     with pytest.raises(ValueError, match="what must be one of"):

@@ -1,9 +1,10 @@
 """Compare losses fairly: the same base model, data, steps, texts per step, optimiser and evaluation for each.
 
 `compare_losses` trains a fresh copy of one base model with every loss that fits the data, under one budget,
-and measures each copy on the same held-out data:
+chooses each copy's checkpoint on a dev split carved from the training data, and measures each chosen copy
+once on the same test data:
 
-* the **same data**: one training frame and one held-out frame for all losses;
+* the **same data**: one training frame, one dev frame and one test frame for all losses;
 * the **same number of optimizer steps** (`steps`) and the **same texts per step**, P·K: a labelled batch
   loss gets P×K batches (P classes, K texts each); MultipleNegativesRankingLoss on labelled data gets
   batches of P·K/2 same-class pairs (`labkit.experiment.same_class_pairs`), and the STS losses batches of
@@ -11,9 +12,12 @@ and measures each copy on the same held-out data:
 * the **same optimiser**: AdamW, one learning rate, linear warm-up and decay, the same seed (batch order,
   dropout). Loss hyperparameters are stated in the table; the triplet losses get a margin that fits
   normalised embeddings (0.5, not sentence-transformers' default 5: distances on the unit sphere are at most 2);
-* the **same evaluation**, before and after: retrieval (MAP@R, precision@1, R-precision) and cluster quality
-  for labelled data, Spearman/Pearson of cosine similarity against gold scores for STS pairs
-  (`labkit.experiment.evaluate_model`).
+* the **same model selection**: `labkit.train.fit` evaluates each run on the dev split every `eval_every`
+  steps (the main metric: MAP@R, or Spearman for STS pairs) and keeps the best checkpoint, as notebook 09
+  does; the test data is never looked at while training;
+* the **same evaluation**, before and after, on test, once per model: retrieval (MAP@R, precision@1,
+  R-precision) and cluster quality for labelled data, Spearman/Pearson of cosine similarity against gold
+  scores for STS pairs (`labkit.experiment.evaluate_model`).
 
 The base model is never modified: each loss trains a `copy.deepcopy` of it, which is cheaper than reloading.
 The data, losses, batches and evaluation come from `labkit.experiment` (the same recipe as
@@ -33,7 +37,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from labkit import evaluate as ev
+from labkit import data
 from labkit.env import seed_everything
 from labkit.experiment import (
     DATASET_COLUMNS, LOSSES_FOR, MAIN_METRIC, SAME_CLASS_PAIR_LOSSES, ExperimentData, data_kind, evaluate_model,
@@ -44,7 +48,7 @@ from labkit.validation import as_embeddings
 from labkit.viz import plot_clusters, project_2d, quality_caption
 
 __all__ = ["DEFAULT_HYPERPARAMETERS", "LossComparison", "describe_hyperparameters", "compare_losses",
-           "plot_cluster_grid", "random_subset", "BEFORE"]
+           "plot_cluster_grid", "random_subset", "split_dev", "BEFORE"]
 
 BEFORE = "(before training)"  # the name of the base model's row in a comparison table
 
@@ -68,12 +72,14 @@ class LossComparison:
     """What `compare_losses` returns.
 
     * `table`: one row per loss plus the base model's row (`BEFORE`, first), losses sorted best first by
-      the main metric; columns: loss, steps, texts_per_step, texts_seen, hyperparameters, lr, the metrics,
-      the change of the main metric against the base model, and training seconds;
-    * `embeddings`: {row name: held-out embeddings (N, D)} in table order — for `plot_cluster_grid`
+      the main metric on test; columns: loss, steps, best_step (the checkpoint kept: best on dev),
+      texts_per_step, texts_seen, hyperparameters, lr, ``dev_<main metric>`` (the kept checkpoint's dev
+      score, what selected it), the test metrics, the change of the main test metric against the base
+      model, and training seconds;
+    * `embeddings`: {row name: test embeddings (N, D)} in table order — for `plot_cluster_grid`
       (labelled data only; empty for pairs);
-    * `labels`: the held-out labels (labelled data) or None;
-    * `histories`: {loss: fit()'s history (step and loss)} for loss curves.
+    * `labels`: the test labels (labelled data) or None;
+    * `histories`: {loss: fit()'s history (losses per step and the dev evaluations)} for loss curves.
     """
 
     kind: str
@@ -97,6 +103,25 @@ def random_subset(frame: pd.DataFrame, size: int, seed: int = 42) -> pd.DataFram
     if not size or size >= len(frame):
         return frame
     return frame.sample(n=int(size), random_state=seed).reset_index(drop=True)
+
+
+def split_dev(frame: pd.DataFrame, dev_size: float = 0.1, seed: int = 42) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, dev): a dev split carved from training data, to choose checkpoints on instead of the test data.
+
+    Labelled data (a ``label`` column) is split by `labkit.data.train_dev_split` (stratified: each class keeps
+    its share); other data, e.g. STS pairs, by a random permutation fixed by ``seed``. ``dev_size`` is a
+    fraction in (0, 1).
+    """
+    if not 0 < dev_size < 1:
+        raise ValueError(f"dev_size must be a fraction in (0, 1), got {dev_size!r}.")
+    if "label" in frame.columns:
+        return data.train_dev_split(frame, dev_size=dev_size, seed=seed)
+    size = int(round(dev_size * len(frame)))
+    if not 0 < size < len(frame):
+        raise ValueError(f"{len(frame)} rows are too few to carve a dev split of {dev_size:g} from.")
+    order = np.random.default_rng(seed).permutation(len(frame))
+    return (frame.iloc[np.sort(order[size:])].reset_index(drop=True),
+            frame.iloc[np.sort(order[:size])].reset_index(drop=True))
 
 
 def _as_experiment_frame(frame: pd.DataFrame, name: str) -> pd.DataFrame:
@@ -134,10 +159,12 @@ class _TextCount:
 def compare_losses(
     model,
     train: pd.DataFrame,
-    heldout: pd.DataFrame,
+    test: pd.DataFrame,
     losses: Sequence[str] | None = None,
     *,
+    dev: pd.DataFrame,
     steps: int,
+    eval_every: int | None = None,
     p: int = 8,
     k: int = 4,
     lr: float = 3e-5,
@@ -149,16 +176,20 @@ def compare_losses(
     seed: int = 42,
     show_progress: bool = False,
 ) -> LossComparison:
-    """Train a fresh copy of `model` with each loss under one budget; evaluate every copy on `heldout`.
+    """Train a fresh copy of `model` with each loss under one budget, keep its best checkpoint on `dev`, test it.
 
     Args:
         model: the base model (an `EmbeddingModel`); it is copied for each loss and never changed.
-        train, heldout: DataFrames of one kind (see `labkit.experiment`): labelled (``text``, ``label``) or
+        train, test: DataFrames of one kind (see `labkit.experiment`): labelled (``text``, ``label``) or
             scored pairs (``text``, ``text_pair``, ``score`` in [0, 1]; `load_stsb`'s ``sentence1``/``sentence2``
             are renamed). Classes with fewer than `k` texts cannot fill a P×K batch: drop them first
-            (`labkit.data.drop_small_classes`).
+            (`labkit.data.drop_small_classes`). `test` is evaluated once per model, after training.
         losses: loss names; default every loss that fits the data (`labkit.experiment.LOSSES_FOR`).
+        dev: data of the same kind carved from the training data (`split_dev`, `labkit.data.train_dev_split`),
+            never the test data: `fit` evaluates each run on it every `eval_every` steps and keeps the
+            checkpoint with the best main metric (MAP@R, Spearman), as notebook 09 does.
         steps: optimizer steps per loss (`lab.budget.compare_steps`).
+        eval_every: steps between dev evaluations (default: a quarter of `steps`); the last step is always one.
         p, k: P×K batches for the batch losses; the pair losses get P·K/2 pairs, i.e. the same P·K texts per step.
         lr, warmup_ratio: AdamW learning rate and linear warm-up share, the same for every loss.
         hyperparameters: {loss name: kwargs}, overriding `DEFAULT_HYPERPARAMETERS` for that loss.
@@ -166,19 +197,20 @@ def compare_losses(
         seed: one seed for every run (batch order, same-class pairing, dropout): change it to see the noise.
 
     Returns:
-        a `LossComparison` (table, held-out embeddings per row, labels, training histories).
+        a `LossComparison` (table, test embeddings per row, labels, training histories).
 
     Taught in notebooks/11_choosing_a_loss.ipynb.
     """
     from labkit.train import fit
 
-    train, heldout = _as_experiment_frame(train, "train"), _as_experiment_frame(heldout, "heldout")
-    kind = data_kind(train)
-    if data_kind(heldout) != kind:
-        raise ValueError(f"train holds {kind.replace('_', ' ')} data but heldout holds "
-                         f"{data_kind(heldout).replace('_', ' ')} data: evaluate on data of the same kind.")
+    train, test, dev = (_as_experiment_frame(frame, name) for frame, name in ((train, "train"), (test, "test"),
+                                                                              (dev, "dev")))
+    kind = _common_kind(train, test, dev)
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer (optimizer steps per loss), got {steps!r}.")
+    eval_every = max(1, steps // 4) if eval_every is None else eval_every
+    if not isinstance(eval_every, int) or eval_every < 1:
+        raise ValueError(f"eval_every must be a positive integer (steps between dev evaluations), got {eval_every!r}.")
     names = list(LOSSES_FOR[kind] if losses is None else ([losses] if isinstance(losses, str) else losses))
     if not names:
         raise ValueError("losses is empty: name at least one loss, or pass None for every loss that fits the data.")
@@ -187,19 +219,25 @@ def compare_losses(
     for name in names:  # fail before any slow work: wrong loss for the data, unknown hyperparameter
         build_loss(name, kind, **settings[name])
     texts_per_step, pairs_per_batch = _texts_per_step(kind, names, p, k)
-    exp = ExperimentData(kind, train.reset_index(drop=True), heldout.reset_index(drop=True))
+    exp = ExperimentData(kind, train.reset_index(drop=True), test.reset_index(drop=True))
+    dev = dev.reset_index(drop=True)
     main = MAIN_METRIC[kind]
     metric_names = TABLE_METRICS[kind]
 
-    def evaluate(scored) -> tuple[dict, np.ndarray | None]:  # held-out metrics (and embeddings), no progress bars
+    def on_test(scored) -> tuple[dict, np.ndarray | None]:  # test metrics (and embeddings), no progress bars
         return evaluate_model(scored, exp, batch_size=encode_batch_size, show_progress_bar=False, cluster_quality=True,
                               pairs_in_one_call=True, return_embeddings=True)
 
+    def on_dev(scored) -> dict:  # what fit() selects the checkpoint on
+        return {main: evaluate_model(scored, exp, dev, batch_size=encode_batch_size, show_progress_bar=False,
+                                     pairs_in_one_call=True)[main]}
+
     rows, embeddings, histories = [], {}, {}
     if include_before:
-        metrics, embedded = evaluate(model)
-        rows.append({"loss": BEFORE, "steps": 0, "texts_per_step": 0, "texts_seen": 0, "hyperparameters": "",
-                     "lr": float("nan"), **{m: metrics[m] for m in metric_names}, "seconds": 0.0})
+        metrics, embedded = on_test(model)
+        rows.append({"loss": BEFORE, "steps": 0, "best_step": 0, "texts_per_step": 0, "texts_seen": 0,
+                     "hyperparameters": "", "lr": float("nan"), f"dev_{main}": float("nan"),
+                     **{m: metrics[m] for m in metric_names}, "seconds": 0.0})
         embeddings[BEFORE] = embedded
     for name in names:
         seed_everything(seed)
@@ -209,14 +247,17 @@ def compare_losses(
         count = _TextCount(loss)
         started = time.perf_counter()
         result = fit(trained, loss, dataset, batch_sampler=sampler, batch_size=pairs_per_batch, steps=steps, lr=lr,
-                     warmup_ratio=warmup_ratio, max_length=max_length, seed=seed, show_progress=show_progress,
+                     warmup_ratio=warmup_ratio, max_length=max_length, evaluator=on_dev, metric=main,
+                     eval_every=eval_every, restore_best=True, seed=seed, show_progress=show_progress,
                      live_plot=False)
         seconds = time.perf_counter() - started
         count.handle.remove()
-        metrics, embedded = evaluate(trained)
-        rows.append({"loss": name, "steps": result.steps, "texts_per_step": count.texts / max(1, count.calls),
-                     "texts_seen": count.texts, "hyperparameters": describe_hyperparameters(settings[name]), "lr": lr,
-                     **{m: metrics[m] for m in metric_names}, "seconds": round(seconds, 1)})
+        metrics, embedded = on_test(trained)  # the kept (best-on-dev) checkpoint, tested once
+        rows.append({"loss": name, "steps": result.steps, "best_step": result.best_step,
+                     "texts_per_step": count.texts / max(1, count.calls), "texts_seen": count.texts,
+                     "hyperparameters": describe_hyperparameters(settings[name]), "lr": lr,
+                     f"dev_{main}": result.best_metric, **{m: metrics[m] for m in metric_names},
+                     "seconds": round(seconds, 1)})
         embeddings[name] = embedded
         histories[name] = result.history
         del trained, loss
@@ -231,6 +272,19 @@ def compare_losses(
     labels = exp.heldout["label"].to_numpy() if kind == "labelled" else None
     ordered = {name: embeddings[name] for name in table["loss"] if embeddings.get(name) is not None}
     return LossComparison(kind, main, table, ordered, labels, histories)
+
+
+def _common_kind(train: pd.DataFrame, test: pd.DataFrame, dev: pd.DataFrame) -> str:
+    """The kind of data of all three frames; refuses a mix, and a dev split that is the test data."""
+    kind = data_kind(train)
+    for frame, name in ((test, "test"), (dev, "dev")):
+        if data_kind(frame) != kind:
+            raise ValueError(f"train holds {kind.replace('_', ' ')} data but {name} holds "
+                             f"{data_kind(frame).replace('_', ' ')} data: use data of the same kind.")
+    if dev.equals(test):
+        raise ValueError("dev is the test data: choose checkpoints on a dev split carved from the training data "
+                         "(split_dev or labkit.data.train_dev_split), and keep the test data for the final score.")
+    return kind
 
 
 def plot_cluster_grid(

@@ -609,7 +609,7 @@ def plot_state(playground: Playground, state: PlaygroundState, ax, points: Optio
     roles = [role for role in LINE_STYLES if role in {role for _, _, role in lines}]
     handles = [Line2D([], [], color=LINE_STYLES[role][0], ls=LINE_STYLES[role][1], label=role) for role in roles]
     if handles:
-        ax.legend(handles=handles, fontsize=7, loc="best", framealpha=0.6)
+        ax.legend(handles=handles, fontsize=8, loc="best", framealpha=0.6)
     if limits is not None:
         ax.set_xlim(*limits[0])
         ax.set_ylim(*limits[1])
@@ -629,7 +629,7 @@ def plot_contributions(playground: Playground, state: PlaygroundState, ax) -> No
     colours = [f"C{int(c) % 10}" for c in playground.labels]
     ax.bar(range(len(state.contributions)), state.contributions, color=colours)
     ax.set_xticks(range(len(state.contributions)))
-    ax.tick_params(labelsize=7)
+    ax.tick_params(labelsize=8)
 
 
 def plot_loss_history(losses: Sequence[float], ax) -> None:
@@ -643,7 +643,7 @@ def plot_loss_history(losses: Sequence[float], ax) -> None:
     else:
         ax.text(0.5, 0.5, "no steps taken yet", ha="center", va="center", fontsize=8, transform=ax.transAxes)
     ax.set_xlabel("step", fontsize=8)
-    ax.tick_params(labelsize=7)
+    ax.tick_params(labelsize=8)
 
 
 def state_figure(playground: Playground, state: Optional[PlaygroundState] = None, points: Optional[Tensor] = None,
@@ -658,7 +658,7 @@ def state_figure(playground: Playground, state: Optional[PlaygroundState] = None
     state = playground.compute(points) if state is None else state
     figure = Figure(figsize=figsize, dpi=80)
     # Fixed margins: a layout engine would double the drawing time of every animation frame.
-    grid = figure.add_gridspec(2, 2, width_ratios=(1.25, 1), left=0.09, right=0.98, bottom=0.1, top=0.86,
+    grid = figure.add_gridspec(2, 2, width_ratios=(1.25, 1), left=0.09, right=0.98, bottom=0.13, top=0.86,
                                wspace=0.2, hspace=0.55)
     points_ax = figure.add_subplot(grid[:, 0])
     arrows = plot_state(playground, state, points_ax, points, focus, arrow_scale, limits)

@@ -74,12 +74,25 @@ def plot_points(points, labels=None, names: Sequence[str] | None = None, arrows=
     for i, j, style in lines:
         ax.plot(*zip(points[i], points[j]), style, lw=1.2, alpha=0.8)
     ax.scatter(points[:, 0], points[:, 1], c=colours, s=60, zorder=3, edgecolors="k")
-    for i, (x, y) in enumerate(points):
-        ax.annotate(names[i] if names is not None else str(i), (x, y), textcoords="offset points", xytext=(6, 6))
+    names = [str(i) for i in range(len(points))] if names is None else list(names)
+    # Points closer than 4 % of the cloud's width share one label ("6,7") instead of printing over each other.
+    close = 0.04 * (float(np.ptp(points, axis=0).max()) if len(points) else 1.0)
+    labelled: list[int] = []
+    for i in range(len(points)):
+        near = [j for j in labelled if np.linalg.norm(points[i] - points[j]) <= close]
+        if near:
+            names[near[0]] = f"{names[near[0]]},{names[i]}"
+        else:
+            labelled.append(i)
+    for i in labelled:
+        ax.annotate(names[i], tuple(points[i]), textcoords="offset points", xytext=(6, 6))
     if arrows is not None:
         arrows = np.asarray(arrows.detach() if isinstance(arrows, Tensor) else arrows, dtype=float) * arrow_scale
         ax.quiver(points[:, 0], points[:, 1], arrows[:, 0], arrows[:, 1], angles="xy", scale_units="xy", scale=1,
                   color="0.3", width=0.006, zorder=2)
+        # quiver does not grow the axes' data limits: add the arrow tips so that no arrow is cut off
+        ax.update_datalim(points + arrows)
+        ax.autoscale_view()
     if unit_circle:
         t = np.linspace(0, 2 * np.pi, 200)
         ax.plot(np.cos(t), np.sin(t), ":", color="0.6", lw=1)

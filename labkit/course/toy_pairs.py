@@ -202,6 +202,6 @@ def plot_hard_pair_selection(explanation, ax=None, title: str | None = None):
     metric = str(details.get("distance_metric", "")).split(".")[-1]  # e.g. COSINE_DISTANCE
     ax.set_xlabel({"COSINE_DISTANCE": "cosine distance 1 − cos", "EUCLIDEAN": "Euclidean distance",
                    "MANHATTAN": "Manhattan distance"}.get(metric, "distance"))
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=3, frameon=False)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=3, frameon=False)
     ax.set_title(title or "filled = hard pair (selected), hollow = easy pair (ignored)", fontsize=10)
     return ax

@@ -292,7 +292,7 @@ def plot_picks(points, labels, explanation=None, arrows=None, arrow_scale: float
                 handles.append(plt.Line2D([], [], color="0.6", alpha=0.4, label="faint: loss term 0"))
         handles += [plt.Line2D([], [], marker="o", ls="", color=_class_colour(c), markeredgecolor="k",
                                label=f"label {c}") for c in np.unique(labels)]
-        ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.06), ncol=3,
+        ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.06), ncol=3,
                   frameon=False)
     if title:
         ax.set_title(title, fontsize=10)

@@ -124,7 +124,8 @@ class RankingExplanation:
     * ``probabilities[d]``: the softmax of each row, taken over all directions together
       (``partition_mode="joint"``) or within each direction (``"per_direction"``);
     * ``columns[d]`` / ``rows[d]``: a name for every column and row (``a0`` = anchor 0, ``p0`` = positive 0,
-      ``n1_0`` = the hard negative of anchor 0 in the first negative column).
+      ``n0`` = the hard negative of anchor 0 when there is one negative column; with several, ``n1_0``,
+      ``n2_0``, ... = anchor 0's hard negative in the first, second, ... column).
 
     ``target[i]`` is the column of anchor i's own positive (``i``, in every direction), and::
 
@@ -213,7 +214,9 @@ def explain_logits(
 
 def _row_and_column_names(batch_size: int, num_negatives: int, directions: Sequence[str]):
     positives = [f"p{j}" for j in range(batch_size)]
-    negatives = [f"n{k + 1}_{j}" for k in range(num_negatives) for j in range(batch_size)]
+    # One hard-negative column: n0 is anchor 0's hard negative (as notebook 07 writes it); several: n1_0, n2_0, ...
+    negatives = ([f"n{j}" for j in range(batch_size)] if num_negatives == 1 else
+                 [f"n{k + 1}_{j}" for k in range(num_negatives) for j in range(batch_size)])
     anchors = [f"a{j}" for j in range(batch_size)]
     columns = {"query_to_doc": positives + negatives, "query_to_query": anchors,
                "doc_to_query": anchors, "doc_to_doc": positives + negatives}
