@@ -25,12 +25,23 @@ Not counted anywhere: memory outside PyTorch tensors (Python objects, the tokeni
 CPU, freeing a tensor that existed before the call does not lower the count (the profiler never saw it
 allocated, and PyTorch prints a one-time note saying so): there the figure is the peak of the memory
 allocated *during* ``fn``. A training step frees only what it allocated, so for one step CPU and CUDA
-figures mean the same thing.
+figures mean the same thing. One exception, and what is done about it: a tensor allocated during an
+*earlier* profiled call is known to the profiler, and if Python's cyclic garbage collector frees it during
+``fn`` (the Hugging Face trainer leaves reference cycles), its free is subtracted and the peak comes out too
+low. So `peak_memory` runs ``gc.collect()`` before it starts measuring. Measure one step per call: over
+several steps the CPU running sum drifts (benchmarks/README.md, sections "GradCache" and "labkit fit vs
+sentence-transformers' trainer").
 
-Taught in notebooks/07_in_batch_negatives.ipynb (MultipleNegativesRankingLoss against its cached version).
+`training_step_memory(model, loss, optimizer, features)` measures one complete training step (forward,
+backward, optimizer step, gradients freed as `labkit.train.fit` does), for a plain loss or a cached one
+(GradCache) alike: the question "does a batch of B fit?".
+
+Taught in notebooks/07_in_batch_negatives.ipynb (MultipleNegativesRankingLoss against its cached version) and
+notebooks/13_scaling_up.ipynb (peak memory against batch size, with and without GradCache).
 """
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time
@@ -40,7 +51,7 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["MemoryMeasurement", "peak_memory"]
+__all__ = ["MemoryMeasurement", "peak_memory", "training_step_memory"]
 
 MIB = 2**20
 
@@ -73,6 +84,7 @@ def peak_memory(fn: Callable[[], Any], device: str | torch.device | None = None)
     if not callable(fn):
         raise TypeError(f"peak_memory needs a function to call (e.g. a lambda running one step), got {type(fn).__name__}.")
     device = _resolve_device(device)
+    gc.collect()  # garbage of earlier calls must not be freed (and subtracted) while fn is measured
     if device.type == "cuda":
         return _peak_cuda(fn, device)
     if device.type == "cpu":
@@ -80,6 +92,42 @@ def peak_memory(fn: Callable[[], Any], device: str | torch.device | None = None)
     if device.type == "mps":
         return _peak_mps(fn, device)
     raise ValueError(f"peak_memory measures 'cpu', 'cuda' and 'mps' devices, got {device}. Pass device='cpu' or 'cuda'.")
+
+
+def training_step_memory(model: torch.nn.Module, loss_fn: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                         features, labels=None, device: str | torch.device | None = None) -> MemoryMeasurement:
+    """Peak memory of one training step on a batch; ``result`` is the step's loss value (a float).
+
+    The step is the one `labkit.train.fit` takes (without autocast): `labkit.train.compute_loss` (each
+    column embedded by `model`, or the features handed to a loss that runs the model itself, such as
+    `CachedMultipleNegativesRankingLoss`), ``backward()``, ``optimizer.step()``, then
+    ``zero_grad(set_to_none=True)``, which frees the gradients as fit() does.
+
+    Requirements: take one step *before* measuring (any batch), so that the optimizer's state (AdamW: two
+    buffers the size of the weights) exists, like the weights, before every step and is not counted. Then
+    the figure is what a batch of this size adds: the weight gradients, the activations kept for backward,
+    the optimizer's temporaries. Measure one step per call (see the module docstring).
+
+    >>> import torch
+    >>> from labkit.losses import MultipleNegativesRankingLoss
+    >>> model = torch.nn.Linear(8, 4)
+    >>> optimizer = torch.optim.AdamW(model.parameters())
+    >>> pairs = [torch.randn(16, 8), torch.randn(16, 8)]  # two columns: anchors, positives
+    >>> _ = training_step_memory(model, MultipleNegativesRankingLoss(), optimizer, pairs, device="cpu")  # warm-up
+    >>> measured = training_step_memory(model, MultipleNegativesRankingLoss(), optimizer, pairs, device="cpu")
+    >>> measured.peak_bytes > 0, isinstance(measured.result, float)
+    (True, True)
+    """
+    from labkit.train import compute_loss
+
+    def step() -> float:
+        loss = compute_loss(model, loss_fn, features, labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+    return peak_memory(step, device=device)
 
 
 def _resolve_device(device) -> torch.device:

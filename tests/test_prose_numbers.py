@@ -67,17 +67,7 @@ DECLARED = {
         "1.004": "cited: the article's own logged training loss (rjnclarke/101_notebooks, notebook 1.7.1)",
     },
     "13_scaling_up": {
-        "1.33": "= 4 / 3",
-        "1.17": "= 21.1 / 18.1",
         "0.04": "= 20 * 2 ** -9",
-        "0.07": "source: benchmarks/README.md (benchmarks/gradcache.py's CPU table)",
-        "0.14": "source: benchmarks/README.md (benchmarks/gradcache.py's CPU table)",
-        "0.28": "source: benchmarks/README.md (benchmarks/gradcache.py's CPU table)",
-        "0.56": "source: benchmarks/README.md (benchmarks/gradcache.py's CPU table)",
-        "1.12": "source: benchmarks/README.md (benchmarks/gradcache.py's CPU table)",
-        "12.21": "source: benchmarks/README.md (benchmarks/gradcache.py's CPU table)",
-        "12.23": "source: benchmarks/README.md (benchmarks/gradcache.py's CPU table)",
-        "12.27": "source: benchmarks/README.md (benchmarks/gradcache.py's CPU table)",
     },
 }
 

@@ -19,6 +19,7 @@ module                     what it is for                                       
 ``recipes``                notebook 09's training recipe as one function, with a model cache     09, 10
 ``compare``                several losses on one budget, fairly                                  11
 ``clusters``               which classes an embedding confuses, with which texts                 10
+``scaling``                peak memory against batch size (MNRL, GradCache); fp16 overflow       13
 ``exercises``              the checkers of every notebook's exercises, one module per notebook   all
                            (``exercises.solutions``: the answers, for an instructor)
 ``colab``                  each notebook's first cell and the Colab links, from one URL          all
