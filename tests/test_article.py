@@ -254,3 +254,150 @@ def test_article_settings_match_the_function_defaults():
     defaults = {name: p.default for name, p in inspect.signature(train_like_the_article).parameters.items()}
     for name in ("batch_size", "lr", "weight_decay", "margin"):
         assert defaults[name] == ARTICLE_SETTINGS[name]
+
+
+# ------------------------------------------------------------------------------------------------ notebook 12's comparison
+def naive_mean_pairwise_cosine(rows: np.ndarray) -> float:
+    """Every ordered pair i != j, one at a time (the definition, no shortcut)."""
+    total, pairs = 0.0, 0
+    for i in range(len(rows)):
+        for j in range(len(rows)):
+            if i != j:
+                total += rows[i] @ rows[j] / (np.linalg.norm(rows[i]) * np.linalg.norm(rows[j]))
+                pairs += 1
+    return total / pairs
+
+
+def naive_effective_rank(rows: np.ndarray) -> float:
+    """Roy & Vetterli's effective rank from NumPy's SVD, term by term."""
+    singular_values = np.linalg.svd(rows, compute_uv=False)
+    shares = [s / singular_values.sum() for s in singular_values if s > 0]
+    return math.exp(-sum(p * math.log(p) for p in shares))
+
+
+def test_mean_pairwise_cosine_matches_the_definition_and_its_extremes():
+    from labkit.course.article import mean_pairwise_cosine
+
+    rows = np.random.default_rng(0).normal(size=(12, 5)) + 0.7
+    assert mean_pairwise_cosine(rows) == pytest.approx(naive_mean_pairwise_cosine(rows), abs=1e-12)
+    assert mean_pairwise_cosine(torch.tensor(rows, dtype=torch.float32)) == pytest.approx(
+        naive_mean_pairwise_cosine(rows), abs=1e-6)
+    assert mean_pairwise_cosine(np.tile([[0.3, -1.2, 2.0]], (6, 1)) * np.arange(1, 7)[:, None]) == pytest.approx(1.0)
+    assert mean_pairwise_cosine(np.eye(4)) == pytest.approx(0.0, abs=1e-12)
+    assert mean_pairwise_cosine([[1.0, 0.0], [-1.0, 0.0]]) == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="n >= 2"):
+        mean_pairwise_cosine([[1.0, 0.0]])
+
+
+def test_effective_rank_matches_the_definition_and_its_extremes():
+    from labkit.course.article import effective_rank
+
+    rows = np.random.default_rng(1).normal(size=(20, 6))
+    assert effective_rank(rows) == pytest.approx(naive_effective_rank(rows), rel=1e-10)
+    assert effective_rank(np.tile([[0.6, 0.8, 0.0]], (9, 1))) == pytest.approx(1.0)  # collapsed: rank 1
+    assert effective_rank(np.eye(5)) == pytest.approx(5.0)  # equal singular values: full rank
+    assert 1.0 < effective_rank(np.diag([3.0, 1.0, 0.1])) < 3.0
+    with pytest.raises(ValueError, match="all zero"):
+        effective_rank(np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="2-D"):
+        effective_rank(np.ones(4))
+
+
+def synthetic_comparison(values: dict, before: float = 0.5):
+    """An ArticleComparison with given per-seed values of every metric (no training)."""
+    import pandas as pd
+
+    from labkit.course.article import METRICS, ArticleComparison
+
+    rows = [{"method": method, "seed": seed, **{metric: value for metric in METRICS}, "seconds": 1.0, "s / step": 0.5}
+            for method, per_seed in values.items() for seed, value in enumerate(per_seed)]
+    return ArticleComparison(before={metric: before for metric in METRICS}, runs=pd.DataFrame(rows), losses={},
+                             steps=10, seeds=tuple(range(len(next(iter(values.values()))))))
+
+
+def test_hypothesis_test_is_welchs_t_against_the_seed_spread():
+    from scipy import stats
+
+    from labkit.course.article import (
+        ARTICLE_LOOP, BEFORE, CONTRADICTED, FIT_BATCH_HARD, FIT_CLASSIFICATION, SUPPORTED, UNRESOLVED, Hypothesis,
+    )
+
+    a, b, c = [0.50, 0.51, 0.49], [0.60, 0.62, 0.61], [0.605, 0.64, 0.58]
+    comparison = synthetic_comparison({ARTICLE_LOOP: a, FIT_BATCH_HARD: b, FIT_CLASSIFICATION: c})
+    b_over_a = comparison.test(Hypothesis("H", "b beats a", "test", "MAP@R", FIT_BATCH_HARD, ARTICLE_LOOP))
+    welch = stats.ttest_ind(b, a, equal_var=False)  # an independent reference for t
+    assert b_over_a["difference"] == pytest.approx(np.mean(b) - np.mean(a))
+    assert b_over_a["t"] == pytest.approx(welch.statistic)
+    assert b_over_a["se"] == pytest.approx(math.sqrt(np.var(b, ddof=1) / 3 + np.var(a, ddof=1) / 3))
+    assert b_over_a["sd higher"] == pytest.approx(np.std(b, ddof=1))
+    assert b_over_a["verdict"] == SUPPORTED and welch.pvalue < 0.05
+    reverse = comparison.test(Hypothesis("H", "a beats b", "test", "MAP@R", ARTICLE_LOOP, FIT_BATCH_HARD))
+    assert reverse["verdict"] == CONTRADICTED and reverse["t"] == pytest.approx(-welch.statistic)
+    # c and b: a gap well inside the spread between seeds
+    close = comparison.test(Hypothesis("H", "c beats b", "test", "MAP@R", FIT_CLASSIFICATION, FIT_BATCH_HARD))
+    assert close["verdict"] == UNRESOLVED and stats.ttest_ind(c, b, equal_var=False).pvalue > 0.05
+    # against the base model, one exact value: a one-sample t-test of the runs against it
+    over_before = comparison.test(Hypothesis("H", "a beats the base model", "test", "MAP@R", ARTICLE_LOOP, BEFORE))
+    one_sample = stats.ttest_1samp(a, 0.5)
+    assert over_before["t"] == pytest.approx(one_sample.statistic, abs=1e-9)
+    assert over_before["t needed"] == pytest.approx(stats.t.ppf(0.975, 2))
+    assert over_before["sd lower"] == 0.0
+
+
+def test_comparison_table_summary_and_conclusions_report_mean_and_sd():
+    from labkit.course.article import ARTICLE_LOOP, BEFORE, FIT_BATCH_HARD, HYPOTHESES, FIT_CLASSIFICATION
+
+    values = {ARTICLE_LOOP: [0.50, 0.51, 0.49], FIT_BATCH_HARD: [0.60, 0.62, 0.61], FIT_CLASSIFICATION: [0.2, 0.3, 0.4]}
+    comparison = synthetic_comparison(values)
+    summary = comparison.summary()
+    assert summary.loc[FIT_CLASSIFICATION, ("MAP@R", "mean")] == pytest.approx(0.3)
+    assert summary.loc[FIT_CLASSIFICATION, ("MAP@R", "sd")] == pytest.approx(0.1)
+    assert summary.loc[BEFORE, ("MAP@R", "mean")] == 0.5 and np.isnan(summary.loc[BEFORE, ("MAP@R", "sd")])
+    assert comparison.table().loc[FIT_CLASSIFICATION, "MAP@R (mean ± sd)"] == "0.3000 ± 0.1000"
+    tested = comparison.hypotheses()
+    assert len(tested) == len(HYPOTHESES) and set(tested["verdict"]) <= {"supported", "contradicted",
+                                                                         "not resolved (within seed noise)"}
+    text = comparison.conclusions()
+    assert text.count("\n- ") == len(HYPOTHESES) and "3 seeds × 10 steps" in text
+    with pytest.raises(KeyError, match="No runs"):
+        synthetic_comparison({ARTICLE_LOOP: [0.5, 0.6]}).values(FIT_BATCH_HARD, "MAP@R")
+    with pytest.raises(ValueError, match="2 seeds"):
+        synthetic_comparison({ARTICLE_LOOP: [0.5], FIT_BATCH_HARD: [0.6]}).test(HYPOTHESES[5])
+
+
+def test_compare_with_article_trains_copies_per_method_and_seed_and_measures_each_once():
+    from labkit.course.article import METHODS, compare_with_article
+    from labkit.model import tiny_model
+
+    frame = small_frame()
+    base = tiny_model(seed=1)
+    start = {name: tensor.clone() for name, tensor in base.state_dict().items()}
+    comparison = compare_with_article(base, frame, frame, steps=2, seeds=(0, 1), batch_p=2, batch_k=4,
+                                      max_length=16, show_progress=False)
+    for name, tensor in base.state_dict().items():  # every run trained a copy
+        torch.testing.assert_close(tensor, start[name])
+    runs = comparison.runs
+    assert list(zip(runs["method"], runs["seed"])) == [(m, s) for m in METHODS for s in (0, 1)]
+    assert all(len(losses) == 2 for losses in comparison.losses.values()) and len(comparison.losses) == 6
+    assert (runs["effective rank"] >= 1).all() and runs["mean cosine"].between(-1, 1).all()
+    # Each run's numbers are a real training: seed 0 of the article loop again gives the same weights and losses.
+    again = compare_with_article(base, frame, frame, steps=2, seeds=(0, 1), batch_p=2, batch_k=4, max_length=16,
+                                 methods=METHODS[:1], show_progress=False)
+    assert again.losses[(METHODS[0], 0)] == comparison.losses[(METHODS[0], 0)]
+    assert again.runs["MAP@R"].tolist() == runs["MAP@R"].tolist()[:2]
+    assert comparison.plot().axes and list(comparison.mean_losses().columns) == ["step", *METHODS]
+
+
+def test_compare_with_article_rejects_bad_input():
+    from labkit.course.article import compare_with_article
+    from labkit.model import tiny_model
+
+    model, frame = tiny_model(), small_frame()
+    with pytest.raises(ValueError, match="at least 2 different"):
+        compare_with_article(model, frame, frame, steps=1, seeds=(3,))
+    with pytest.raises(ValueError, match="at least 2 different"):
+        compare_with_article(model, frame, frame, steps=1, seeds=(3, 3))
+    with pytest.raises(ValueError, match="methods must be some of"):
+        compare_with_article(model, frame, frame, steps=1, methods=("(d) something else",))
+    with pytest.raises(ValueError, match="test must be a DataFrame"):
+        compare_with_article(model, frame, frame.rename(columns={"text": "passage"}), steps=1)

@@ -56,10 +56,6 @@ DECLARED = {
     },
     "12_reproducing_the_article": {
         "4.25": "= math.log(70)",
-        "0.013": "= math.sqrt(0.237 * (1 - 0.237) / 1000)",
-        "0.005": "= 0.242 - 0.237",
-        "0.0007": "= 0.0657 - 0.0650",
-        "0.03": "= 0.242 - 0.211",
         "1.04": "cited: the article's own logged training loss (rjnclarke/101_notebooks, notebook 1.7.1)",
         "1.009": "cited: the article's own logged training loss (rjnclarke/101_notebooks, notebook 1.7.1)",
         "1.005": "cited: the article's own logged training loss (rjnclarke/101_notebooks, notebook 1.7.1)",

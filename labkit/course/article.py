@@ -18,6 +18,13 @@ Nothing here is meant for your own training: notebooks 02, 05 and 12 and ``bench
 to show, and time, what labkit does differently; :func:`train_like_the_article` runs the article's whole
 training loop (with a step budget) so notebook 12 can compare its result with ``labkit.train.fit``'s. Each
 docstring says what is wrong or slow and what labkit does instead.
+
+Notebook 12's comparison lives here too: :func:`compare_with_article` trains the three contenders (the
+article's loop, ``fit`` with the same batch-hard loss, ``fit`` with classification fine-tuning) from the same
+weights for several seeds each and measures every run once on the test split; the :class:`ArticleComparison`
+it returns reports mean ± sd over seeds and tests the article's conclusions, stated as :data:`HYPOTHESES`,
+against the seed-to-seed spread. Collapse is measured on the embeddings (:func:`mean_pairwise_cosine`,
+:func:`effective_rank`), not read off a loss value.
 Two further slips of the notebook are not reproduced as code but worth knowing: ``validate()`` iterates
 ``train_loader`` instead of ``dev_loader`` (the "dev loss" is a training loss), and the summary takes
 ``np.argmin(dev_loss)`` of a scalar, so it always reports epoch 1 as the best.
@@ -28,16 +35,20 @@ Taught in notebooks/02_dataset_and_sampler.ipynb (dataset and sampler), notebook
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import Dataset, SequentialSampler
 
 __all__ = [
     "ArticleDataset", "ArticleWeightedSampler", "article_validation_batches", "article_batch_hard_loss",
-    "train_like_the_article", "ARTICLE_SETTINGS",
+    "train_like_the_article", "ARTICLE_SETTINGS", "mean_pairwise_cosine", "effective_rank", "measure_on",
+    "Hypothesis", "HYPOTHESES", "ArticleComparison", "compare_with_article", "METHODS", "ARTICLE_LOOP",
+    "FIT_BATCH_HARD", "FIT_CLASSIFICATION", "BEFORE",
 ]
 
 
@@ -415,3 +426,346 @@ def train_like_the_article(
         model.eval()
     result.seconds = time.perf_counter() - started
     return result
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Notebook 12's comparison: three trainings × several seeds, and the article's conclusions tested on them
+# --------------------------------------------------------------------------------------------------------------
+ARTICLE_LOOP = "(a) the article's loop"
+FIT_BATCH_HARD = "(b) labkit fit + BatchHardTripletLoss"
+FIT_CLASSIFICATION = "(c) labkit fit + ClassificationLoss"
+METHODS = (ARTICLE_LOOP, FIT_BATCH_HARD, FIT_CLASSIFICATION)
+BEFORE = "before training"  # the base model's row: one deterministic measurement, no seed spread
+SHORT_NAMES = {ARTICLE_LOOP: "(a) article's\nloop", FIT_BATCH_HARD: "(b) fit +\nbatch hard",
+               FIT_CLASSIFICATION: "(c) fit +\nclassification"}
+METRICS = ("precision@1", "MAP@R", "mean cosine", "effective rank")
+CLASSIFIER_HEAD_LR = 1e-3  # the new head starts random: a larger learning rate than the encoder's (notebook 12)
+
+
+def mean_pairwise_cosine(embeddings) -> float:
+    """Mean cosine similarity over all pairs of distinct rows: 1.0 when every embedding points the same way.
+
+    Definition: for rows :math:`e_1 \\dots e_n`, L2-normalised to :math:`\\hat e_i`,
+    :math:`\\frac{1}{n(n-1)} \\sum_{i \\ne j} \\hat e_i^\\top \\hat e_j`. A collapsed model (every passage
+    mapped to one point) gives 1.0; directions spread evenly over the sphere give about 0. Computed without
+    the n × n matrix: :math:`\\sum_{i,j} \\hat e_i^\\top \\hat e_j = \\lVert \\sum_i \\hat e_i \\rVert^2`, and
+    the n diagonal terms are 1.
+
+    Recommendations: read it next to :func:`effective_rank`: embeddings can all lie in a cone (high mean
+    cosine) and still be spread within it.
+
+    Args:
+        embeddings: (n, d) array or tensor, n >= 2; rows are normalised here.
+
+    Example::
+
+        >>> mean_pairwise_cosine([[1.0, 0.0], [2.0, 0.0]]), mean_pairwise_cosine([[1.0, 0.0], [0.0, 1.0]])
+        (1.0, 0.0)
+    """
+    unit = _as_rows(embeddings, "embeddings")
+    n = len(unit)
+    unit = torch.nn.functional.normalize(unit, dim=1)
+    total = unit.sum(dim=0)
+    return float((total @ total - n) / (n * (n - 1)))
+
+
+def effective_rank(embeddings) -> float:
+    """Effective rank of the embedding matrix: about how many directions the embeddings really use.
+
+    Definition (Roy & Vetterli 2007; "RankMe", Garrido et al. 2023): with the singular values
+    :math:`\\sigma_k` of the (n, d) matrix and :math:`p_k = \\sigma_k / \\sum_j \\sigma_j`, the effective rank
+    is :math:`\\exp(-\\sum_k p_k \\log p_k)`. It is 1 for a collapsed matrix (every row the same, rank 1) and
+    ``min(n, d)`` when all singular values are equal (e.g. orthonormal rows). A training run that collapses
+    its embeddings drives it towards 1; one that keeps them spread keeps it high.
+
+    Args:
+        embeddings: (n, d) array or tensor, n >= 2, used as given (pass L2-normalised embeddings, as the
+            models of this course produce, so that every row weighs the same).
+
+    References: O. Roy and M. Vetterli, "The effective rank: a measure of effective dimensionality" (EUSIPCO
+    2007); Q. Garrido et al., "RankMe: Assessing the downstream performance of pretrained self-supervised
+    representations by their rank" (ICML 2023).
+
+    Example::
+
+        >>> round(effective_rank([[1.0, 0.0], [0.0, 1.0]]), 6), round(effective_rank([[1.0, 0.0], [1.0, 0.0]]), 6)
+        (2.0, 1.0)
+    """
+    singular_values = torch.linalg.svdvals(_as_rows(embeddings, "embeddings"))
+    if not singular_values.sum() > 0:
+        raise ValueError("embeddings are all zero: their effective rank is undefined.")
+    shares = singular_values / singular_values.sum()
+    shares = shares[shares > 0]  # 0 · log 0 = 0
+    return float(torch.exp(-(shares * shares.log()).sum()))
+
+
+def _as_rows(embeddings, name: str) -> torch.Tensor:
+    rows = torch.as_tensor(np.asarray(embeddings, dtype=np.float64) if not torch.is_tensor(embeddings) else embeddings,
+                           dtype=torch.float64)
+    if rows.ndim != 2 or len(rows) < 2:
+        raise ValueError(f"{name} must be a 2-D (n, d) matrix with n >= 2 rows, got shape {tuple(rows.shape)}.")
+    return rows
+
+
+def measure_on(model, frame, batch_size: int = 64) -> dict:
+    """Encode ``frame["text"]`` once and return retrieval quality and how spread the embeddings are.
+
+    Returns ``{"precision@1", "MAP@R"}`` (leave-one-out retrieval by ``frame["label"]``,
+    `labkit.evaluate.retrieval_metrics`) and ``{"mean cosine", "effective rank"}`` of the L2-normalised
+    embeddings (:func:`mean_pairwise_cosine`, :func:`effective_rank`): the measurements that can show a
+    collapse, which a loss value cannot.
+    """
+    from labkit.evaluate import retrieval_metrics
+
+    embeddings = model.encode(frame["text"].tolist(), batch_size=batch_size, normalize=True)
+    retrieval = retrieval_metrics(embeddings, frame["label"].to_numpy())
+    return {"precision@1": retrieval["precision_at_1"], "MAP@R": retrieval["mean_average_precision_at_r"],
+            "mean cosine": mean_pairwise_cosine(embeddings), "effective rank": effective_rank(embeddings)}
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """A claim to test: ``metric`` is higher for ``higher`` than for ``lower`` (a method, or :data:`BEFORE`)."""
+
+    name: str
+    claim: str
+    source: str
+    metric: str
+    higher: str
+    lower: str
+
+
+_ARTICLE = "the article: 'batch hard is not always best; fine-tuning on the classification task may win'"
+_COLLAPSE = "the article's loss sat at the margin (1.0) for five epochs, which reads like a collapse"
+HYPOTHESES = (
+    Hypothesis("H0", "the article's loop improves on the base model", "any training should", "MAP@R",
+               ARTICLE_LOOP, BEFORE),
+    Hypothesis("H0", "labkit fit + batch hard improves on the base model", "any training should", "MAP@R",
+               FIT_BATCH_HARD, BEFORE),
+    Hypothesis("H0", "classification fine-tuning improves on the base model", "any training should", "MAP@R",
+               FIT_CLASSIFICATION, BEFORE),
+    Hypothesis("H1", "classification fine-tuning beats batch hard", _ARTICLE, "MAP@R", FIT_CLASSIFICATION,
+               FIT_BATCH_HARD),
+    Hypothesis("H1", "classification fine-tuning beats batch hard", _ARTICLE, "precision@1", FIT_CLASSIFICATION,
+               FIT_BATCH_HARD),
+    Hypothesis("H2", "the loop matters: fit beats the article's loop with the same loss",
+               "this notebook's earlier one-seed reading", "MAP@R", FIT_BATCH_HARD, ARTICLE_LOOP),
+    Hypothesis("H3", "the article's loop collapses the embeddings: mean cosine rises", _COLLAPSE, "mean cosine",
+               ARTICLE_LOOP, BEFORE),
+    Hypothesis("H3", "the article's loop collapses the embeddings: effective rank falls", _COLLAPSE,
+               "effective rank", BEFORE, ARTICLE_LOOP),
+    Hypothesis("H3", "fit + batch hard collapses the embeddings: mean cosine rises", _COLLAPSE, "mean cosine",
+               FIT_BATCH_HARD, BEFORE),
+    Hypothesis("H3", "fit + batch hard collapses the embeddings: effective rank falls", _COLLAPSE,
+               "effective rank", BEFORE, FIT_BATCH_HARD),
+)
+SUPPORTED, CONTRADICTED, UNRESOLVED = "supported", "contradicted", "not resolved (within seed noise)"
+
+
+@dataclass
+class ArticleComparison:
+    """What :func:`compare_with_article` measured: one row per (method, seed), and the base model's row.
+
+    ``runs`` has the columns ``method``, ``seed``, the :data:`METRICS` on the test split, ``seconds`` (the
+    training loop) and ``s / step``; ``before`` the same metrics for the untrained model; ``losses`` the
+    training loss of every step of every run, keyed by ``(method, seed)``.
+    """
+
+    before: dict
+    runs: pd.DataFrame
+    losses: dict
+    steps: int
+    seeds: tuple
+
+    def values(self, group: str, metric: str) -> np.ndarray:
+        """The measurements of `metric` for `group` (a method: one per seed; :data:`BEFORE`: the one value)."""
+        if group == BEFORE:
+            return np.array([self.before[metric]], dtype=float)
+        values = self.runs.loc[self.runs["method"] == group, metric].to_numpy(dtype=float)
+        if not len(values):
+            raise KeyError(f"No runs of {group!r}; the comparison has {sorted(self.runs['method'].unique())}.")
+        return values
+
+    def summary(self) -> pd.DataFrame:
+        """Mean and sample standard deviation (ddof=1) over seeds of every metric and of ``s / step``, per method."""
+        columns = [*METRICS, "s / step"]
+        grouped = self.runs.groupby("method", sort=False)[columns]
+        frame = pd.concat({"mean": grouped.mean(), "sd": grouped.std(ddof=1)}, axis=1).swaplevel(axis=1)
+        before = pd.DataFrame({(metric, "mean"): [self.before[metric]] for metric in METRICS}, index=[BEFORE])
+        return pd.concat([before, frame])[[(c, s) for c in columns for s in ("mean", "sd")]]
+
+    def table(self, decimals: int = 4) -> pd.DataFrame:
+        """:meth:`summary` as text, one "mean ± sd" cell per metric (the base model has no spread)."""
+        summary, cells = self.summary(), {}
+        for column in [*METRICS, "s / step"]:
+            digits = 2 if column in ("effective rank", "s / step") else decimals
+            cells[f"{column} (mean ± sd)"] = [
+                "" if pd.isna(mean) else f"{mean:.{digits}f}" if pd.isna(sd) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
+                for mean, sd in zip(summary[(column, "mean")], summary[(column, "sd")])]
+        return pd.DataFrame(cells, index=summary.index).rename_axis(f"{len(self.seeds)} seeds × {self.steps} steps")
+
+    def test(self, hypothesis: Hypothesis, confidence: float = 0.95) -> dict:
+        """Difference of means and Welch's t against the seed spread; the verdict at `confidence` (two-sided).
+
+        d = mean(higher) − mean(lower); its standard error se = sqrt(sd_h²/n_h + sd_l²/n_l) (the base model's
+        row is one exact value: it adds nothing); t = d / se, compared with Student's t quantile at the
+        Welch–Satterthwaite degrees of freedom. "supported": t above it; "contradicted": t below minus it
+        (the opposite holds); otherwise not resolved. With 3 seeds a difference must be about 3–4 se to count.
+        """
+        from scipy import stats
+
+        higher, lower = self.values(hypothesis.higher, hypothesis.metric), self.values(hypothesis.lower, hypothesis.metric)
+        parts = [v.var(ddof=1) / len(v) for v in (higher, lower) if len(v) > 1]
+        dofs = [len(v) - 1 for v in (higher, lower) if len(v) > 1]
+        if not parts:
+            raise ValueError("Need at least 2 seeds per method to compare a difference with the seed spread.")
+        d, se = float(higher.mean() - lower.mean()), float(np.sqrt(sum(parts)))
+        dof = sum(parts) ** 2 / sum(p ** 2 / k for p, k in zip(parts, dofs)) if se > 0 else float(min(dofs))
+        needed = float(stats.t.ppf(0.5 + confidence / 2, dof))
+        t = d / se if se > 0 else (np.inf if d > 0 else -np.inf if d < 0 else 0.0)
+        verdict = SUPPORTED if t > needed else CONTRADICTED if t < -needed else UNRESOLVED
+        return {"difference": d, "sd higher": _sd(higher), "sd lower": _sd(lower), "se": se, "t": float(t),
+                "t needed": needed, "verdict": verdict}
+
+    def hypotheses(self, hypotheses=HYPOTHESES, confidence: float = 0.95) -> pd.DataFrame:
+        """One row per hypothesis: the claim, its metric, the difference, the seed spread and the verdict."""
+        rows = [{"hypothesis": h.name, "claim": h.claim, "metric": h.metric, **self.test(h, confidence)}
+                for h in hypotheses]
+        return pd.DataFrame(rows)
+
+    def conclusions(self, hypotheses=HYPOTHESES, confidence: float = 0.95) -> str:
+        """The verdicts as sentences, each with its numbers (what the notebook prints instead of typed prose)."""
+        lines = [f"{len(self.seeds)} seeds × {self.steps} steps per training; verdicts at {confidence:.0%} "
+                 "(Welch's t against the spread between seeds):"]
+        for h, row in zip(hypotheses, self.hypotheses(hypotheses, confidence).to_dict("records")):
+            lines.append(
+                f"- {h.name} ({h.claim}, {h.metric}): {row['verdict']}. Difference {row['difference']:+.4f}; "
+                f"seed sd {row['sd higher']:.4f} vs {row['sd lower']:.4f}, so se {row['se']:.4f} and "
+                f"t = {row['t']:+.1f} ({row['t needed']:.1f} needed).")
+        return "\n".join(lines)
+
+    def mean_losses(self) -> pd.DataFrame:
+        """Training loss per step, averaged over the seeds of each method: columns ``step`` and one per method."""
+        frame = pd.DataFrame([{"method": method, "step": step, "loss": loss}
+                              for (method, _), values in self.losses.items() for step, loss in enumerate(values, 1)])
+        return frame.pivot_table(index="step", columns="method", values="loss", sort=False).reset_index()
+
+    def plot(self, metrics: Sequence[str] = ("MAP@R", "precision@1", "mean cosine", "effective rank")):
+        """One panel per metric: each seed (dots), mean ± sd per method (error bar), the base model (dashed)."""
+        import matplotlib.pyplot as plt
+
+        methods = list(dict.fromkeys(self.runs["method"]))
+        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        fig, axes = plt.subplots(1, len(metrics), figsize=(3.3 * len(metrics), 3.6), layout="constrained",
+                                 squeeze=False)
+        plt.close(fig)
+        for ax, metric in zip(axes[0], metrics):
+            for i, method in enumerate(methods):
+                values = self.values(method, metric)
+                spread = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else np.zeros(1)
+                ax.scatter(i + spread, values, s=14, color=colors[i % len(colors)], alpha=0.6, zorder=2)
+                ax.errorbar(i + 0.3, values.mean(), yerr=_sd(values) if len(values) > 1 else None, fmt="o",
+                            color=colors[i % len(colors)], capsize=4, zorder=3)
+            ax.axhline(self.before[metric], color="grey", lw=1, ls="--", label=BEFORE)
+            ax.set_xticks(range(len(methods)), [SHORT_NAMES.get(m, m) for m in methods], fontsize=8)
+            ax.set_xlim(-0.5, len(methods) - 0.3)
+            ax.set_title(f"test {metric}", fontsize=10)
+            ax.grid(axis="y", alpha=0.3)
+        axes[0][0].legend(fontsize=8, loc="best")
+        fig.suptitle(f"{len(self.seeds)} seeds × {self.steps} steps: dots = seeds, bar = mean ± sd", fontsize=10)
+        return fig
+
+
+def _sd(values: np.ndarray) -> float:
+    return float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def _train_one(method: str, model, train, *, steps: int, batch_p: int, batch_k: int, max_length: int | None,
+               seed: int, show_progress: bool):
+    """Train `model` in place with one of the :data:`METHODS`; return its ``TrainResult``.
+
+    All three share the article's optimiser settings (AdamW 5e-5, weight decay 0.01, warm-up 1/12 then linear
+    decay), the step budget and the texts per step (P·K); none selects a checkpoint: the last weights are kept.
+    """
+    from labkit.collate import TextDataset
+    from labkit.env import seed_everything
+    from labkit.losses.classification import ClassificationLoss
+    from labkit.losses.triplets import BatchHardTripletLoss
+    from labkit.sampling import PKBatchSampler
+    from labkit.train import fit
+
+    seed_everything(seed)  # dropout, and the classification head's random start, differ by seed
+    if method == ARTICLE_LOOP:
+        return train_like_the_article(model, train, steps=steps, batch_size=batch_p * batch_k, max_length=max_length,
+                                      seed=seed, show_progress=show_progress)
+    dataset = TextDataset(train["text"].tolist(), train["label"].tolist())
+    common = dict(steps=steps, lr=ARTICLE_SETTINGS["lr"], weight_decay=ARTICLE_SETTINGS["weight_decay"],
+                  warmup_ratio=1 / 12, max_length=max_length, seed=seed, live_plot=False, show_progress=show_progress)
+    if method == FIT_BATCH_HARD:
+        return fit(model, BatchHardTripletLoss(margin=ARTICLE_SETTINGS["margin"]), dataset,
+                   batch_sampler=PKBatchSampler(train["label"], batch_p, batch_k, seed=seed), **common)
+    if method == FIT_CLASSIFICATION:
+        head = ClassificationLoss(model.embedding_dim, int(train["label"].max()) + 1)
+        return fit(model, head, dataset, batch_size=batch_p * batch_k, loss_lr=CLASSIFIER_HEAD_LR, **common)
+    raise ValueError(f"Unknown method {method!r}; choose from {METHODS}.")
+
+
+def compare_with_article(base_model, train, test, *, steps: int, seeds: Sequence[int] = (42, 43, 44),
+                         batch_p: int = 8, batch_k: int = 4, max_length: int | None = None,
+                         methods: Sequence[str] = METHODS, encode_batch_size: int = 64,
+                         show_progress: bool = True) -> ArticleComparison:
+    """Train a fresh copy of `base_model` with every method and seed; measure each once on `test`.
+
+    The three trainings of notebook 12 (:data:`METHODS`): (a) the article's own loop
+    (:func:`train_like_the_article`, 4 classes × ``P·K / 4`` passages per batch), (b) ``labkit.train.fit`` with
+    ``BatchHardTripletLoss(margin=1.0)`` on P×K batches, (c) ``fit`` with ``ClassificationLoss`` (a linear head,
+    learning rate ``CLASSIFIER_HEAD_LR``) on shuffled batches of P·K. Same start, steps, texts per step and
+    optimiser settings; each seed changes the batches, dropout and the head's start. No run selects a
+    checkpoint (each keeps its last weights), so the test split is read once per run, at the end, and never
+    steers training.
+
+    Requirements: `train` and `test` are DataFrames with ``text`` and ``label``; the labels of `train` are
+    0..C-1 (the article's sampler indexes by label) with at least ``batch_k`` passages per class. At least two
+    seeds, so that :meth:`ArticleComparison.test` can compare differences with the spread between seeds.
+
+    Recommendations: three seeds or more; measure one seed first to budget the rest (a step of MiniLM on a
+    CPU takes about a second).
+
+    Returns:
+        :class:`ArticleComparison`: ``table()`` (mean ± sd), ``hypotheses()`` / ``conclusions()`` (the
+        article's claims tested), ``plot()`` and ``mean_losses()``.
+
+    Example::
+
+        comparison = compare_with_article(labkit.load_model(), train, test, steps=60, seeds=(42, 43, 44),
+                                          max_length=96)
+        print(comparison.conclusions())
+    """
+    import copy
+
+    seeds = tuple(int(seed) for seed in seeds)
+    if len(seeds) < 2 or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be at least 2 different ints (mean ± sd needs a spread), got {seeds}.")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ValueError(f"methods must be some of {METHODS}; got {list(methods)}.")
+    for name, frame in (("train", train), ("test", test)):
+        missing = {"text", "label"} - set(getattr(frame, "columns", ()))
+        if missing:
+            raise ValueError(f"{name} must be a DataFrame with columns 'text' and 'label'; missing {sorted(missing)}.")
+
+    before = measure_on(base_model, test, encode_batch_size)
+    rows, losses = [], {}
+    for method in methods:
+        for seed in seeds:
+            model = copy.deepcopy(base_model)  # the same start for every run; the base model is never trained
+            run = _train_one(method, model, train, steps=steps, batch_p=batch_p, batch_k=batch_k,
+                             max_length=max_length, seed=seed, show_progress=show_progress)
+            after = measure_on(model, test, encode_batch_size)
+            rows.append({"method": method, "seed": seed, **after, "seconds": run.seconds,
+                         "s / step": run.seconds / run.steps})
+            losses[(method, seed)] = [row["loss"] for row in run.losses]
+            print(f"{method}, seed {seed}: {run.steps} steps in {run.seconds:.0f} s; test MAP@R {after['MAP@R']:.4f}, "
+                  f"mean cosine {after['mean cosine']:.3f}", flush=True)
+            del model
+    return ArticleComparison(before=before, runs=pd.DataFrame(rows), losses=losses, steps=steps, seeds=seeds)

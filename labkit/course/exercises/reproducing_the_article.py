@@ -47,7 +47,8 @@ def _largest_loss() -> Exercise:
         hint="on the unit sphere a distance lies between 0 and 2. Make d(a,p) as large and d(a,n) as small as they "
              "can be, then apply max(d(a,p) - d(a,n) + margin, 0)",
         success=f"{expected:.4f} = 2 - 0 + 1. So a loss near 1.0 (the article's first five epochs) is not 'a third "
-                "of the way': it is what a collapsed model gives, d(a,p) = d(a,n)",
+                "of the way': it is what d(a,p) = d(a,n) on average gives — a collapsed model, or one whose hardest "
+                "positives are merely as close as its hardest negatives; only the embeddings can tell which",
         why="d(a,p) = 2 (the positive opposite the anchor), d(a,n) = 0 (a negative on it): 2 - 0 + margin",
         slips=(
             Slip(2.0, "the largest distance", "the hinge: the term is d(a,p) - d(a,n) + margin"),
