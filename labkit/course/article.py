@@ -550,13 +550,13 @@ HYPOTHESES = (
                FIT_BATCH_HARD),
     Hypothesis("H2", "the loop matters: fit beats the article's loop with the same loss",
                "this notebook's earlier one-seed reading", "MAP@R", FIT_BATCH_HARD, ARTICLE_LOOP),
-    Hypothesis("H3", "the article's loop moves towards collapse: mean cosine rises", _COLLAPSE, "mean cosine",
+    Hypothesis("H3", "the article's loop collapses the embeddings: mean cosine rises", _COLLAPSE, "mean cosine",
                ARTICLE_LOOP, BEFORE),
-    Hypothesis("H3", "the article's loop moves towards collapse: effective rank falls", _COLLAPSE,
+    Hypothesis("H3", "the article's loop collapses the embeddings: effective rank falls", _COLLAPSE,
                "effective rank", BEFORE, ARTICLE_LOOP),
-    Hypothesis("H3", "fit + batch hard moves towards collapse: mean cosine rises", _COLLAPSE, "mean cosine",
+    Hypothesis("H3", "fit + batch hard collapses the embeddings: mean cosine rises", _COLLAPSE, "mean cosine",
                FIT_BATCH_HARD, BEFORE),
-    Hypothesis("H3", "fit + batch hard moves towards collapse: effective rank falls", _COLLAPSE,
+    Hypothesis("H3", "fit + batch hard collapses the embeddings: effective rank falls", _COLLAPSE,
                "effective rank", BEFORE, FIT_BATCH_HARD),
 )
 SUPPORTED, CONTRADICTED, UNRESOLVED = "supported", "contradicted", "not resolved (within seed noise)"
@@ -642,8 +642,6 @@ class ArticleComparison:
                 f"- {h.name} ({h.claim}, {h.metric}): {row['verdict']}. Difference {row['difference']:+.4f}; "
                 f"seed sd {row['sd higher']:.4f} vs {row['sd lower']:.4f}, so se {row['se']:.4f} and "
                 f"t = {row['t']:+.1f} ({row['t needed']:.1f} needed).")
-        lines.append("A collapse would show as both at once, and large: mean cosine near 1 and effective rank near 1; "
-                     "one of the two moving a little is a direction, not a collapse.")
         return "\n".join(lines)
 
     def mean_losses(self) -> pd.DataFrame:
