@@ -668,14 +668,19 @@ SNLI_LABEL_NAMES = ["entailment", "neutral", "contradiction"]
 SNLI_ROWS = {"train": 549_367, "dev": 9_842, "test": 9_824}  # pairs with a gold label
 
 
-def _parse_snli_zip(path: Path) -> Path:
+def _require_zip_members(path: Path, members: list[str], hint: str = "") -> Path:
+    """`path` if the zip holds every one of `members`, else a CorruptDataError naming the missing ones."""
     # A truncated zip has no central directory and fails to open; member CRCs are checked when extracted.
     with zipfile.ZipFile(path) as archive:
         names = set(archive.namelist())
-    missing = [f"snli_1.0/snli_1.0_{s}.jsonl" for s in SNLI_ROWS if f"snli_1.0/snli_1.0_{s}.jsonl" not in names]
+    missing = [member for member in members if member not in names]
     if missing:
-        raise CorruptDataError(f"the archive lacks {missing}")
+        raise CorruptDataError(f"the archive lacks {missing}{hint}")
     return path
+
+
+def _parse_snli_zip(path: Path) -> Path:
+    return _require_zip_members(path, [f"snli_1.0/snli_1.0_{s}.jsonl" for s in SNLI_ROWS])
 
 
 def _parse_snli_tsv(split: str) -> Callable[[Path], pd.DataFrame]:
@@ -908,12 +913,7 @@ def load_beir(folder, split: str = "test", name: str = "") -> RetrievalData:
 
 
 def _parse_scifact_zip(path: Path) -> Path:
-    with zipfile.ZipFile(path) as archive:
-        names = set(archive.namelist())
-    missing = [f"scifact/{m}" for m in SCIFACT_FILES if f"scifact/{m}" not in names]
-    if missing:
-        raise CorruptDataError(f"the archive lacks {missing}: it is not BEIR's scifact.zip")
-    return path
+    return _require_zip_members(path, [f"scifact/{m}" for m in SCIFACT_FILES], ": it is not BEIR's scifact.zip")
 
 
 def _check_size(member: str) -> Callable[[Path], Path]:
