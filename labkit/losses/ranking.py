@@ -328,6 +328,10 @@ class MultipleNegativesRankingLoss(nn.Module):
         check_embedding_columns(type(self).__name__, anchor, positive, *negatives, names=names)
         # fp32 under autocast: fp16 overflows, bf16 rounds
         logits = in_fp32(self.logits_by_direction, anchor, positive, *negatives)
+        # Shift each row by its (detached) largest logit: the value and gradient are unchanged, but
+        # logsumexp's backward, exp(x - lse(x)), no longer subtracts two large numbers (logits ~1e5 in fp32).
+        row_max = torch.stack([block.detach().amax(dim=1) for block in logits.values()]).amax(dim=0)
+        logits = {direction: block - row_max[:, None] for direction, block in logits.items()}
         rows = torch.arange(anchor.shape[0], device=anchor.device)
         positive_logits = logits["query_to_doc"][rows, rows]  # candidate i is anchor i's positive
         if len(logits) == 1:  # one direction: no (B, n) copy to concatenate
