@@ -803,6 +803,51 @@ class RetrievalData:
                 for did, score in docs.items() if score > 0]
         return pd.DataFrame(rows, columns=["anchor", "positive"])
 
+    def with_queries(self, query_ids: Iterable[str], split: Optional[str] = None) -> "RetrievalData":
+        """The same corpus with only `query_ids` (and their qrels)."""
+        wanted = list(query_ids)
+        missing = [q for q in wanted if q not in self.queries]
+        if missing:
+            raise ValueError(f"{_few(missing)} query ids are not in {self!r}")
+        return RetrievalData(self.corpus, {q: self.queries[q] for q in wanted},
+                             {q: self.qrels[q] for q in wanted if q in self.qrels},
+                             split or self.split, self.name, self.source)
+
+    def split_queries(self, dev_size: Union[int, float] = 0.1, seed: int = 42) -> Tuple["RetrievalData", "RetrievalData"]:
+        """(rest, dev): a random `dev_size` share (or number) of the queries held out for model selection.
+
+        Both keep the whole corpus (a dev query must be able to retrieve any document); no query is in both.
+        Carve dev from *train*, never from test: the test queries are read once, at the end.
+        """
+        ids = list(self.queries)
+        count = int(round(dev_size * len(ids))) if isinstance(dev_size, float) else int(dev_size)
+        if not 1 <= count < len(ids):
+            raise ValueError(f"dev_size={dev_size!r} gives {count} dev queries out of {len(ids)}; "
+                             f"ask for at least 1 and fewer than all of them")
+        order = np.random.default_rng(seed).permutation(len(ids))
+        dev = sorted(order[:count].tolist())
+        rest = sorted(order[count:].tolist())
+        return (self.with_queries([ids[i] for i in rest]),
+                self.with_queries([ids[i] for i in dev], split=f"{self.split}-dev"))
+
+    def sample_corpus(self, size: int, seed: int = 42) -> "RetrievalData":
+        """A smaller corpus of `size` documents: every document the qrels call relevant, plus random others.
+
+        Cheaper to evaluate than the whole corpus, and easier (fewer distractors): use it to *choose* between
+        checkpoints during training, not to report results.
+        """
+        relevant = {d for docs in self.qrels.values() for d, score in docs.items() if score > 0 and d in self.corpus}
+        if size >= len(self.corpus):
+            return self
+        if size < len(relevant):
+            raise ValueError(f"sample_corpus(size={size}) cannot hold the {len(relevant)} relevant documents of "
+                             f"{len(self.qrels)} queries; ask for at least {len(relevant)}")
+        others = [d for d in self.corpus if d not in relevant]
+        drawn = np.random.default_rng(seed).choice(len(others), size - len(relevant), replace=False)
+        keep = relevant | {others[i] for i in drawn.tolist()}
+        corpus = {d: text for d, text in self.corpus.items() if d in keep}  # file order kept
+        return RetrievalData(corpus, dict(self.queries), dict(self.qrels), self.split, self.name, self.source)
+
 
 def _few(ids: Sequence[str], limit: int = 5) -> str:
     shown = ", ".join(repr(i) for i in list(ids)[:limit])

@@ -44,6 +44,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
+import pandas as pd
 import torch
 from torch import Tensor
 
@@ -52,7 +53,7 @@ from labkit.validation import as_embeddings
 
 __all__ = [
     "SCORE_FUNCTIONS", "DEFAULT_K", "Ranking", "dot_score", "rank_corpus", "relevance_matrix", "rank_discounts",
-    "per_query_metrics", "metrics_from_relevance", "ir_metrics", "evaluate_ir",
+    "per_query_metrics", "metrics_from_relevance", "ir_metrics", "evaluate_ir", "ir_per_query", "IREvaluator",
 ]
 
 
@@ -324,20 +325,26 @@ def metrics_from_relevance(hits: Tensor, n_relevant, k_lists: Optional[Mapping] 
 # ----------------------------------------------------------------------------------------------------------
 # The evaluator: embeddings or a model
 # ----------------------------------------------------------------------------------------------------------
-def _evaluate(queries: Tensor, chunks: Iterable[Tuple[int, Tensor]], query_ids: List[str], corpus_ids: List[str],
-              relevant: Mapping, score_functions: Mapping, ks: Mapping) -> Dict[str, float]:
-    """ST-named metrics (``cosine_ndcg@10``) of every score function, from one pass over the corpus chunks."""
+def _evaluate_per_query(queries: Tensor, chunks: Iterable[Tuple[int, Tensor]], query_ids: List[str],
+                        corpus_ids: List[str], relevant: Mapping, score_functions: Mapping,
+                        ks: Mapping) -> Dict[str, Dict[str, Tensor]]:
+    """{score function: {metric: (Q,) values}}, from one pass over the corpus chunks."""
     id_ranks = _id_ranks(corpus_ids)
     max_k = max(max(values) for values in ks.values())
     ranked = _rank_chunks(queries, chunks, id_ranks, max_k, score_functions)
     rank_of = dict(zip(corpus_ids, id_ranks.tolist()))
     relevant_ranks = [[rank_of[d] for d in relevant[q]] for q in query_ids]  # bookkeeping, not scoring
     n_relevant = torch.tensor([len(r) for r in relevant_ranks])
-    out = {}
-    for name, (_, ranks) in ranked.items():
-        metrics = metrics_from_relevance(relevance_matrix(ranks, relevant_ranks), n_relevant, ks)
-        out.update({f"{name}_{metric}": value for metric, value in metrics.items()})
-    return out
+    return {name: per_query_metrics(relevance_matrix(ranks, relevant_ranks), n_relevant, ks)
+            for name, (_, ranks) in ranked.items()}
+
+
+def _evaluate(queries: Tensor, chunks: Iterable[Tuple[int, Tensor]], query_ids: List[str], corpus_ids: List[str],
+              relevant: Mapping, score_functions: Mapping, ks: Mapping) -> Dict[str, float]:
+    """ST-named metrics (``cosine_ndcg@10``) of every score function, from one pass over the corpus chunks."""
+    per_query = _evaluate_per_query(queries, chunks, query_ids, corpus_ids, relevant, score_functions, ks)
+    return {f"{name}_{metric}": float(values.mean())
+            for name, metrics in per_query.items() for metric, values in metrics.items()}
 
 
 def ir_metrics(query_embeddings, corpus_embeddings, qrels: Mapping, query_ids: Optional[Sequence[str]] = None,
@@ -388,14 +395,16 @@ def _texts(named: Mapping, ids: Sequence[str], what: str) -> List[str]:
 
 def evaluate_ir(model, data, score_functions=("cosine",), corpus_chunk_size: int = 50_000, batch_size: int = 32,
                 precision: str = "fp32", show_progress_bar: bool = False,
-                max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES, **k_lists) -> Dict[str, float]:
+                max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES, max_length: Optional[int] = None,
+                **k_lists) -> Dict[str, float]:
     """Encode the queries once and the corpus chunk by chunk with ``model`` (an `EmbeddingModel`), then score
     as :func:`ir_metrics` (same arguments, same keys) — sentence-transformers' evaluator called on a model.
 
     ``data``: a :class:`labkit.data.RetrievalData` (``corpus``, ``queries``, ``qrels``) or a tuple
     ``(queries, corpus, qrels)`` of dicts keyed by id. ``precision`` goes to ``model.encode`` ("fp32" gives
-    sentence-transformers' embeddings; "auto" is faster on bf16-capable hardware). Memory: the queries'
-    embeddings, one chunk of corpus embeddings and O(Q × (chunk + K)) scores.
+    sentence-transformers' embeddings; "auto" is faster on bf16-capable hardware). ``max_length``: tokens per
+    text (default the model's ``max_seq_length``). Memory: the queries' embeddings, one chunk of corpus
+    embeddings and O(Q × (chunk + K)) scores.
     """
     queries, corpus, qrels = (data.queries, data.corpus, data.qrels) if hasattr(data, "qrels") else data
     ks = _check_k_lists(k_lists)
@@ -410,8 +419,70 @@ def evaluate_ir(model, data, score_functions=("cosine",), corpus_chunk_size: int
 
     def encode(texts: List[str]) -> Tensor:
         return model.encode(texts, batch_size=batch_size, convert_to_tensor=True, precision=precision,
-                            show_progress_bar=show_progress_bar)
+                            show_progress_bar=show_progress_bar, max_length=max_length)
 
     chunks = ((start, encode(corpus_texts[start: start + corpus_chunk_size]))
               for start in range(0, len(corpus_texts), corpus_chunk_size))
     return _evaluate(encode(query_texts), chunks, query_ids, corpus_ids, relevant, functions, ks)
+
+
+def ir_per_query(query_embeddings, corpus_embeddings, qrels: Mapping, query_ids: Optional[Sequence[str]] = None,
+                 corpus_ids: Optional[Sequence[str]] = None, score_function: str = "cosine",
+                 corpus_chunk_size: int = 50_000, max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
+                 **k_lists) -> pd.DataFrame:
+    """:func:`ir_metrics` query by query: one row per evaluated query (index: query id), one column per metric
+    (``ndcg@10``, ``mrr@10``, …) for one score function. The column means are :func:`ir_metrics`' values.
+    Use it to see *which* queries a change helped or hurt."""
+    ks = _check_k_lists(k_lists)
+    queries = as_embeddings(query_embeddings, "query_embeddings")
+    corpus = as_embeddings(corpus_embeddings, "corpus_embeddings")
+    _check_dims(queries, corpus)
+    query_ids = _check_ids(range(len(queries)) if query_ids is None else query_ids, "query")
+    corpus_ids = _check_ids(range(len(corpus)) if corpus_ids is None else corpus_ids, "corpus")
+    _check_lengths(queries, query_ids, corpus, corpus_ids)
+    rows, relevant = _select_queries(query_ids, corpus_ids, qrels)
+    max_k = max(max(values) for values in ks.values())
+    _check_chunk(corpus_chunk_size, len(rows), len(corpus), max_k, max_chunk_bytes)
+    functions = _score_functions(score_function)
+    kept = [query_ids[i] for i in rows]
+    per_query = _evaluate_per_query(queries[rows], _slices(corpus, corpus_chunk_size), kept, corpus_ids,
+                                    relevant, functions, ks)
+    (metrics,) = per_query.values()
+    return pd.DataFrame({name: values.numpy() for name, values in metrics.items()},
+                        index=pd.Index(kept, name="query_id"))
+
+
+class IREvaluator:
+    """`fit()`'s evaluator for retrieval: :func:`evaluate_ir` of the model on a dev split, every ``eval_every``.
+
+    ``IREvaluator(dev)(model)`` returns the ST-named metrics with ``main_metric`` first, so that `fit` keeps
+    the checkpoint with the best ``main_metric`` (pass ``metric=evaluator.main_metric`` to be explicit).
+    Give it a split carved from the training queries (`RetrievalData.split_queries`), never the test split; a
+    dev corpus sampled down (`RetrievalData.sample_corpus`) makes each evaluation cheaper.
+
+    Example::
+
+        train, dev = data.load_scifact("train").split_queries(dev_size=0.1)
+        evaluator = IREvaluator(dev.sample_corpus(1000))
+        fit(model, loss, dataset, steps=100, evaluator=evaluator, metric=evaluator.main_metric, eval_every=25)
+    """
+
+    def __init__(self, data, main_metric: str = "cosine_ndcg@10", score_functions=("cosine",),
+                 precision: str = "auto", batch_size: int = 32, max_length: Optional[int] = None,
+                 corpus_chunk_size: int = 50_000, **k_lists):
+        self.data = data
+        self.main_metric = main_metric
+        self.settings = dict(score_functions=score_functions, precision=precision, batch_size=batch_size,
+                             max_length=max_length, corpus_chunk_size=corpus_chunk_size, **k_lists)
+        names = [f"{name}_" for name in _score_functions(score_functions)]
+        if not any(main_metric.startswith(prefix) for prefix in names):
+            raise ValueError(f"main_metric={main_metric!r} is not computed with score_functions={score_functions!r};"
+                             f" name it like 'cosine_ndcg@10' with one of {[n[:-1] for n in names]}")
+
+    def __call__(self, model) -> Dict[str, float]:
+        metrics = evaluate_ir(model, self.data, **self.settings)
+        if self.main_metric not in metrics:
+            raise ValueError(f"main_metric={self.main_metric!r} is not among the metrics computed "
+                             f"({', '.join(list(metrics)[:6])}, …): check its k against the k lists")
+        return {self.main_metric: metrics[self.main_metric],
+                **{name: value for name, value in metrics.items() if name != self.main_metric}}
