@@ -41,7 +41,10 @@ def compare(ours_loss, ours_model, st_loss, st_model, features, labels=None, see
     st_grads = {name.split(".", 2)[2]: g for name, g in gradients(st_model).items()}  # "0.model.<name>"
     assert set(ours_grads) == set(st_grads) and ours_grads
     for name, grad in ours_grads.items():
-        torch.testing.assert_close(grad, st_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+        # Summed over every token, some entries (token_type_embeddings) are large sums that nearly cancel: their
+        # rounding depends on the CPU's summation order, so the floor scales with the largest entry.
+        floor = max(1e-6, 1e-5 * float(st_grads[name].abs().max()))
+        torch.testing.assert_close(grad, st_grads[name], rtol=1e-4, atol=floor, msg=name)
 
 
 @pytest.mark.parametrize("settings", [

@@ -47,13 +47,6 @@ DECLARED = {
         "0.77": "= math.sqrt(2 - 2 * 0.7)",
         "1.27": "= math.sqrt(2 - 2 * 0.7) + 0.5",
     },
-    "11_choosing_a_loss": {
-        "0.0013": "= 0.5171 - 0.5158",
-        "0.0025": "= 0.5171 - 0.5146",
-        "0.018": "= 0.5171 - 0.4995",
-        "0.028": "= 0.5171 - 0.4895",
-        "0.009": "= (1 - 0.91 ** 2) / math.sqrt(375 - 3)",
-    },
     "12_reproducing_the_article": {
         "4.25": "= math.log(70)",
         "1.04": "cited: the article's own logged training loss (rjnclarke/101_notebooks, notebook 1.7.1)",

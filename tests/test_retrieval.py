@@ -234,3 +234,69 @@ def test_bad_inputs_get_clear_errors(tiny):
         ir_metrics(queries, corpus, qrels, query_ids, corpus_ids, recall_at_k=[1])
     with pytest.raises(ValueError, match=r"1 \('b'\) queries have an empty"):
         evaluate_ir(tiny, ({"a": "fine", "b": " "}, {"d": "doc"}, {"a": {"d": 1}, "b": {"d": 1}}))
+
+
+# ------------------------------------------------------------------------------------------------------
+# Per-query metrics, fit's evaluator, and the splits that keep model selection off the test queries
+# ------------------------------------------------------------------------------------------------------
+def test_per_query_rows_average_to_the_overall_metrics():
+    from labkit.retrieval import ir_per_query
+
+    queries, corpus, query_ids, corpus_ids, qrels = random_collection(4)
+    overall = ir_metrics(queries, corpus, qrels, query_ids, corpus_ids, ("dot",), 7, **ALL_K)
+    table = ir_per_query(queries, corpus, qrels, query_ids, corpus_ids, "dot", 7, **ALL_K)
+    assert list(table.index) == query_ids[:-1]  # the query without a relevant document is not evaluated
+    for column in table.columns:
+        assert abs(table[column].mean() - overall[f"dot_{column}"]) < 1e-6, column
+    expected = naive_metrics(queries, corpus, query_ids, corpus_ids, qrels, lambda a, b: float(a @ b), ALL_K)
+    assert abs(table["ndcg@10"].mean() - expected["ndcg@10"]) < 1e-6
+
+
+def scifact_like(n_queries=12, n_docs=40):
+    corpus = {f"d{i}": f"document number {i} about topic {i % 5}" for i in range(n_docs)}
+    queries = {f"q{i}": f"which document is about topic {i % 5}" for i in range(n_queries)}
+    qrels = {f"q{i}": {f"d{(3 * i) % n_docs}": 1, f"d{(3 * i + 1) % n_docs}": 1} for i in range(n_queries)}
+    return data.RetrievalData(corpus, queries, qrels, "train", "toy")
+
+
+def test_split_queries_is_disjoint_complete_and_keeps_the_corpus():
+    collection = scifact_like()
+    rest, dev = collection.split_queries(dev_size=0.25, seed=1)
+    assert len(dev.queries) == 3 and len(rest.queries) == 9
+    assert not set(rest.queries) & set(dev.queries) and set(rest.queries) | set(dev.queries) == set(collection.queries)
+    assert rest.corpus is collection.corpus and dev.corpus is collection.corpus
+    assert set(dev.qrels) == set(dev.queries) and dev.split == "train-dev"
+    assert collection.split_queries(3, seed=1)[1].queries == dev.queries  # a count gives the same split
+    assert collection.split_queries(0.25, seed=2)[1].queries != dev.queries
+    for bad in (0, 12, 0.0):
+        with pytest.raises(ValueError, match="at least 1 and fewer than all"):
+            collection.split_queries(bad)
+    with pytest.raises(ValueError, match="query ids are not in"):
+        collection.with_queries(["q0", "nope"])
+
+
+def test_sample_corpus_keeps_every_relevant_document_and_refuses_a_size_too_small():
+    collection = scifact_like()
+    relevant = {d for docs in collection.qrels.values() for d in docs}
+    smaller = collection.sample_corpus(30, seed=0)
+    assert len(smaller.corpus) == 30 and relevant <= set(smaller.corpus)
+    assert list(smaller.corpus) == [d for d in collection.corpus if d in smaller.corpus]  # file order kept
+    assert smaller.queries == collection.queries and smaller.qrels == collection.qrels
+    assert collection.sample_corpus(30, seed=1).corpus != smaller.corpus
+    assert collection.sample_corpus(100) is collection
+    with pytest.raises(ValueError, match=f"cannot hold the {len(relevant)} relevant documents"):
+        collection.sample_corpus(len(relevant) - 1)
+
+
+def test_the_ir_evaluator_puts_its_main_metric_first_and_refuses_one_it_does_not_compute(tiny):
+    from labkit.retrieval import IREvaluator
+
+    collection = scifact_like(6, 20)
+    evaluator = IREvaluator(collection, main_metric="cosine_mrr@10", max_length=16)
+    metrics = evaluator(tiny)
+    assert list(metrics)[0] == "cosine_mrr@10"
+    assert metrics == {**metrics, **evaluate_ir(tiny, collection, max_length=16)}  # the same values
+    with pytest.raises(ValueError, match="not computed with score_functions"):
+        IREvaluator(collection, main_metric="dot_ndcg@10")
+    with pytest.raises(ValueError, match="not among the metrics computed"):
+        IREvaluator(collection, main_metric="cosine_ndcg@7")(tiny)
