@@ -25,7 +25,7 @@ lab: $(STAMP)
 
 test: $(STAMP)
 	LABKIT_FAST=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest tests notebooks \
-		--nbval-lax --nbval-current-env -p no:cacheprovider
+		--nbval-lax --nbval-current-env -p no:cacheprovider --durations=25
 
 test-fast: $(STAMP)  # the unit tests only, without the notebooks
 	LABKIT_FAST=1 HF_HUB_OFFLINE=1 $(PY) -m pytest tests -p no:cacheprovider

@@ -40,7 +40,7 @@ class Budget:
     retrieval_steps: int  # optimizer steps per run
     retrieval_seeds: int  # seeds per method (seed noise needs at least 2)
     retrieval_batch: int  # (query, passage) pairs per batch
-    retrieval_max_length: int  # tokens per query or passage (abstracts run to ~300)
+    retrieval_max_length: int  # tokens per query or passage (abstracts run to ~300: the CPU budget reads their start)
     retrieval_queries: int  # queries kept of each split (0 = all)
     retrieval_corpus: int  # documents kept of the corpus (0 = all), every relevant one included
     retrieval_dev_corpus: int  # documents of the dev split's sampled corpus (model selection only)
@@ -50,8 +50,8 @@ FULL = Budget(
     train_steps=300, eval_every=50, train_subset=0, eval_subset=0, max_length=64,
     batch_p=8, batch_k=4, umap_points=3000, encode_batch_size=64, benchmark_repeats=5,
     compare_steps=100, projection="umap",
-    retrieval_steps=24, retrieval_seeds=2, retrieval_batch=32, retrieval_max_length=128, retrieval_queries=0,
-    retrieval_corpus=0, retrieval_dev_corpus=1000,
+    retrieval_steps=16, retrieval_seeds=2, retrieval_batch=32, retrieval_max_length=64, retrieval_queries=0,
+    retrieval_corpus=0, retrieval_dev_corpus=500,
 )
 FAST = Budget(
     train_steps=6, eval_every=3, train_subset=400, eval_subset=200, max_length=32,
