@@ -8,6 +8,17 @@
     python -m labkit evaluate --model runs/b77/model --data banking77
     python -m labkit download [NAMES] [--model ID]
 
+Retrieval data (a BEIR folder with corpus.jsonl, queries.jsonl and qrels/<split>.tsv; scifact; a file of
+(query, passage[, negative...]) columns):
+
+    python -m labkit train --data scifact --loss MultipleNegativesRankingLoss --batch 32 --steps 200 \
+        --dev-size 0.1 --eval-every 50 --out runs/scifact
+    python -m labkit train --data pairs.csv --loss MultipleNegativesRankingLoss --batch 32 --epochs 1 --out runs/qa
+    python -m labkit mine --data ~/beir/nfcorpus --split train --out negatives.jsonl [--model ID] [--num-negatives 3]
+        [--range-min N] [--range-max N] [--absolute-margin M] [--relative-margin M] [--max-score S]
+        [--sampling-strategy top|random] [--output-format triplet|n-tuple]
+    python -m labkit evaluate --model runs/scifact/model --data scifact [--split test]
+
 `train` evaluates the model on the held-out **test** data (the dataset's test split, --eval-data, or 20% of a
 file) once before and once after training, and writes OUT/model (sentence-transformers format),
 OUT/metrics.json (the test metrics under "test"; the dev selection under "dev"), OUT/curves.png and
@@ -15,6 +26,19 @@ OUT/umap.png (labelled data). The test data chooses nothing: with --dev-size (an
 carved from the *training* data, the model is evaluated on it at the start, every N steps and at the end, and
 the best dev evaluation's weights are the ones kept. `evaluate` prints a model's metrics as JSON. `download`
 prefetches datasets (and Hugging Face models) for a workshop on bad Wi-Fi.
+
+On retrieval data (`labkit.retrieval_experiment`) `train` trains an in-batch-negatives loss (MultipleNegatives-
+RankingLoss and its symmetric, cached and MegaBatchMargin relatives; others are refused with that list) on the
+(query, relevant passage) pairs of --split (default train) in NoDuplicatesBatchSampler batches, and evaluates
+IR metrics (labkit.retrieval.evaluate_ir: NDCG@10, MRR@10, MAP@100, Accuracy/Precision/Recall@1..100) on the
+--eval-split queries (default test) against the whole corpus, before and after training ("test" in
+OUT/metrics.json). Queries judged in both splits are not trained on. --dev-size / --eval-every carve dev queries
+from the *training* queries, ranked among --dev-corpus-size documents (1000: every relevant one plus random
+others; `IREvaluator`) to choose the checkpoint on NDCG@10. A pairs file has no test split: 20% of its distinct
+queries are held out (all their rows) and ranked against every passage of the file; `evaluate` on the same file
+scores the same held-out queries. `mine` adds hard negatives to a split's pairs (labkit.hard_negatives, the
+semantics and statistics table of sentence-transformers' mine_hard_negatives) and writes them as JSON lines,
+atomically: a pairs file that `train` reads. `evaluate` prints a split's IR metrics as JSON.
 
 Stopping and going on: `train` saves a checkpoint in OUT at the end, on Ctrl-C, and every --checkpoint-every N
 steps; it also keeps its arguments (OUT/args.json) and the test metrics before training (OUT/before.json).
@@ -26,7 +50,9 @@ file is written under a temporary name and renamed into place, so nothing in OUT
 Mistakes get one line, ``error: ...``, that says what is wrong and how to fix it (exit code 2), before any slow
 work: a file with a header but no rows, a file that is not UTF-8 (--encoding), scores outside 0..1 for
 CosineSimilarityLoss (--rescale-scores), classes too small for P×K batches (named by their label), an --out
-that cannot be written.
+that cannot be written, a --data that is neither a dataset name nor a path; for retrieval data a BEIR folder's
+missing file, qrels naming ids that the queries or the corpus lack (how many, which), empty query texts, a
+corpus over the scoring memory bound (--corpus-chunk-size, --max-chunk-bytes), a loss that does not fit pairs.
 
 Several GPUs: `torchrun --nproc_per_node=4 -m labkit train ...` trains with one process per GPU; --batch is
 per process (4 GPUs × 8x4 = one batch of 32 classes × 4), and only rank 0 prints and writes OUT/.

@@ -1,9 +1,11 @@
-"""One retrieval experiment, end to end: a collection → (query, passage) pairs → `fit()` → IR metrics before and after.
+"""One retrieval experiment, end to end: a collection → (query, passage) pairs → `fit()` → IR metrics before and
+after.
 
 What `python -m labkit train / evaluate / mine` do with retrieval data. Three sources are recognised
 (`retrieval_source`):
 
-* ``beir``: a folder in BEIR layout (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``; `labkit.data.load_beir`);
+* ``beir``: a folder in BEIR layout (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``;
+  `labkit.data.load_beir`);
 * ``scifact``: the dataset name (`labkit.data.load_scifact`);
 * ``pairs``: a (query, passage[, negative, …]) CSV / TSV / JSONL / JSON / parquet file (`labkit.data.load_pairs`),
   recognised by its column names (query ``query``/``anchor``/``question``, passage
