@@ -36,7 +36,7 @@ OUT/metrics.json). Queries judged in both splits are not trained on. --dev-size 
 from the *training* queries, ranked among --dev-corpus-size documents (1000: every relevant one plus random
 others; `IREvaluator`) to choose the checkpoint on NDCG@10. A pairs file has no test split: 20% of its distinct
 queries are held out (all their rows) and ranked against every passage of the file; `evaluate` on the same file
-scores the same held-out queries. `mine` adds hard negatives to a split's pairs (labkit.hard_negatives, the
+(with the same --seed) scores the same held-out queries. `mine` adds hard negatives to a split's pairs (labkit.hard_negatives, the
 semantics and statistics table of sentence-transformers' mine_hard_negatives) and writes them as JSON lines,
 atomically: a pairs file that `train` reads. `evaluate` prints a split's IR metrics as JSON.
 
@@ -202,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_arguments(evaluate)
     evaluate.add_argument("--model", required=True)
     add_retrieval_arguments(evaluate, "retrieval: the qrels split to evaluate on (default test)")
+    evaluate.add_argument("--seed", type=int, default=42, help="a pairs file: the seed of its held-out queries "
+                                                               "(train's --seed; default 42)")
 
     mine = commands.add_parser("mine", help="mine hard negatives for retrieval pairs from the corpus; write JSONL")
     mine.add_argument("--data", required=True, help="a BEIR folder, scifact, or a (query, passage) pairs file")
@@ -508,7 +510,7 @@ def _evaluate_retrieval(args) -> int:
     from labkit import retrieval_experiment as rx
     if args.eval_data is not None:
         raise ValueError(f"--eval-data does not apply to retrieval data ({args.data}): choose the qrels with --split.")
-    collection = rx.heldout_collection(args.data, split=args.split or "test")
+    collection = rx.heldout_collection(args.data, split=args.split or "test", seed=args.seed)
     chunk, max_bytes = _retrieval_setting(args, "corpus_chunk_size"), _retrieval_setting(args, "max_chunk_bytes")
     rx.check_memory(collection, "evaluation collection", chunk, max_bytes)
     model = labkit.load_model(args.model)
