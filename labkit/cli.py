@@ -36,9 +36,9 @@ OUT/metrics.json). Queries judged in both splits are not trained on. --dev-size 
 from the *training* queries, ranked among --dev-corpus-size documents (1000: every relevant one plus random
 others; `IREvaluator`) to choose the checkpoint on NDCG@10. A pairs file has no test split: 20% of its distinct
 queries are held out (all their rows) and ranked against every passage of the file; `evaluate` on the same file
-(with the same --seed) scores the same held-out queries. `mine` adds hard negatives to a split's pairs (labkit.hard_negatives, the
-semantics and statistics table of sentence-transformers' mine_hard_negatives) and writes them as JSON lines,
-atomically: a pairs file that `train` reads. `evaluate` prints a split's IR metrics as JSON.
+(with the same --seed) scores the same held-out queries. `mine` adds hard negatives to a split's pairs
+(labkit.hard_negatives, the semantics and statistics table of sentence-transformers' mine_hard_negatives) and
+writes them as JSON lines, atomically: a pairs file that `train` reads. `evaluate` prints a split's IR metrics as JSON.
 
 Stopping and going on: `train` saves a checkpoint in OUT at the end, on Ctrl-C, and every --checkpoint-every N
 steps; it also keeps its arguments (OUT/args.json) and the test metrics before training (OUT/before.json).
