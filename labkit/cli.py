@@ -8,6 +8,17 @@
     python -m labkit evaluate --model runs/b77/model --data banking77
     python -m labkit download [NAMES] [--model ID]
 
+Retrieval data (a BEIR folder with corpus.jsonl, queries.jsonl and qrels/<split>.tsv; scifact; a file of
+(query, passage[, negative...]) columns):
+
+    python -m labkit train --data scifact --loss MultipleNegativesRankingLoss --batch 32 --steps 200 \
+        --dev-size 0.1 --eval-every 50 --out runs/scifact
+    python -m labkit train --data pairs.csv --loss MultipleNegativesRankingLoss --batch 32 --epochs 1 --out runs/qa
+    python -m labkit mine --data ~/beir/nfcorpus --split train --out negatives.jsonl [--model ID] [--num-negatives 3]
+        [--range-min N] [--range-max N] [--absolute-margin M] [--relative-margin M] [--max-score S]
+        [--sampling-strategy top|random] [--output-format triplet|n-tuple]
+    python -m labkit evaluate --model runs/scifact/model --data scifact [--split test]
+
 `train` evaluates the model on the held-out **test** data (the dataset's test split, --eval-data, or 20% of a
 file) once before and once after training, and writes OUT/model (sentence-transformers format),
 OUT/metrics.json (the test metrics under "test"; the dev selection under "dev"), OUT/curves.png and
@@ -15,6 +26,19 @@ OUT/umap.png (labelled data). The test data chooses nothing: with --dev-size (an
 carved from the *training* data, the model is evaluated on it at the start, every N steps and at the end, and
 the best dev evaluation's weights are the ones kept. `evaluate` prints a model's metrics as JSON. `download`
 prefetches datasets (and Hugging Face models) for a workshop on bad Wi-Fi.
+
+On retrieval data (`labkit.retrieval_experiment`) `train` trains an in-batch-negatives loss (MultipleNegatives-
+RankingLoss and its symmetric, cached and MegaBatchMargin relatives; others are refused with that list) on the
+(query, relevant passage) pairs of --split (default train) in NoDuplicatesBatchSampler batches, and evaluates
+IR metrics (labkit.retrieval.evaluate_ir: NDCG@10, MRR@10, MAP@100, Accuracy/Precision/Recall@1..100) on the
+--eval-split queries (default test) against the whole corpus, before and after training ("test" in
+OUT/metrics.json). Queries judged in both splits are not trained on. --dev-size / --eval-every carve dev queries
+from the *training* queries, ranked among --dev-corpus-size documents (1000: every relevant one plus random
+others; `IREvaluator`) to choose the checkpoint on NDCG@10. A pairs file has no test split: 20% of its distinct
+queries are held out (all their rows) and ranked against every passage of the file; `evaluate` on the same file
+(with the same --seed) scores the same held-out queries. `mine` adds hard negatives to a split's pairs
+(labkit.hard_negatives, the semantics and statistics table of sentence-transformers' mine_hard_negatives) and
+writes them as JSON lines, atomically: a pairs file that `train` reads. `evaluate` prints a split's IR metrics as JSON.
 
 Stopping and going on: `train` saves a checkpoint in OUT at the end, on Ctrl-C, and every --checkpoint-every N
 steps; it also keeps its arguments (OUT/args.json) and the test metrics before training (OUT/before.json).
@@ -26,7 +50,9 @@ file is written under a temporary name and renamed into place, so nothing in OUT
 Mistakes get one line, ``error: ...``, that says what is wrong and how to fix it (exit code 2), before any slow
 work: a file with a header but no rows, a file that is not UTF-8 (--encoding), scores outside 0..1 for
 CosineSimilarityLoss (--rescale-scores), classes too small for P×K batches (named by their label), an --out
-that cannot be written.
+that cannot be written, a --data that is neither a dataset name nor a path; for retrieval data a BEIR folder's
+missing file, qrels naming ids that the queries or the corpus lack (how many, which), empty query texts, a
+corpus over the scoring memory bound (--corpus-chunk-size, --max-chunk-bytes), a loss that does not fit pairs.
 
 Several GPUs: `torchrun --nproc_per_node=4 -m labkit train ...` trains with one process per GPU; --batch is
 per process (4 GPUs × 8x4 = one batch of 32 classes × 4), and only rank 0 prints and writes OUT/.
@@ -92,9 +118,29 @@ def parse_rescale(text: str) -> str | float:
                                          f"got {text!r}") from None
 
 
+def parse_bytes(text: str) -> int:
+    """"2G" → 2 GiB, "500M", "64K", "1000" → a number of bytes."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", text, flags=re.I)
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected a size like 2G, 500M or 1000000 (bytes), got {text!r}")
+    return int(float(match[1]) * 1024 ** "_KMGT".index(match[2].upper() or "_"))
+
+
+def add_retrieval_arguments(parser: argparse.ArgumentParser, split_help: str) -> None:
+    """The options of retrieval data (a BEIR folder, scifact, a pairs file); None where not given."""
+    parser.add_argument("--split", help=split_help)
+    parser.add_argument("--corpus-chunk-size", type=int, default=None, metavar="N",
+                        help="retrieval: documents scored at a time (default 50000); memory about queries × (N + "
+                             "100) × 40 bytes")
+    parser.add_argument("--max-chunk-bytes", type=parse_bytes, default=None, metavar="SIZE",
+                        help="retrieval: refuse, before any slow work, a chunk whose scores need more (default 2G)")
+
+
 def add_data_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument("--data", required=required,
-                        help="a dataset name (banking77, books, stsb) or a CSV/TSV/JSONL/parquet file"
+                        help="a dataset name (banking77, books, stsb, scifact), a CSV/TSV/JSONL/parquet file, or "
+                             "retrieval data: a BEIR folder (corpus.jsonl, queries.jsonl, qrels/*.tsv), scifact, "
+                             "or a file of (query, passage[, negative...]) columns"
                              + ("" if required else " (required unless --resume)"))
     parser.add_argument("--eval-data", help="held-out test data (default: the dataset's test split, or 20%% of the "
                                             "file, stratified by label); evaluated before and after training only")
@@ -136,6 +182,12 @@ def add_train_arguments(train: argparse.ArgumentParser) -> None:
                        help="also save a checkpoint in OUT every N steps (always: at the end and on Ctrl-C)")
     train.add_argument("--resume", metavar="OUT",
                        help="go on from OUT's checkpoint with the arguments saved in OUT/args.json")
+    add_retrieval_arguments(train, "retrieval: the qrels split to train on (default train; the test split is "
+                                   "--eval-split)")
+    train.add_argument("--eval-split", help="retrieval: the qrels split evaluated before and after (default test)")
+    train.add_argument("--dev-corpus-size", type=int, default=None, metavar="N",
+                       help="retrieval: the dev queries are ranked among N documents (every relevant one plus "
+                            "random others; default 1000)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,6 +201,32 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="print a model's held-out metrics as JSON")
     add_data_arguments(evaluate)
     evaluate.add_argument("--model", required=True)
+    add_retrieval_arguments(evaluate, "retrieval: the qrels split to evaluate on (default test)")
+    evaluate.add_argument("--seed", type=int, default=42, help="a pairs file: the seed of its held-out queries "
+                                                               "(train's --seed; default 42)")
+
+    mine = commands.add_parser("mine", help="mine hard negatives for retrieval pairs from the corpus; write JSONL")
+    mine.add_argument("--data", required=True, help="a BEIR folder, scifact, or a (query, passage) pairs file")
+    mine.add_argument("--out", required=True, metavar="FILE.jsonl", help="where the mined rows go (JSON lines)")
+    mine.add_argument("--model", default=None, help="Hugging Face id or folder (default: offline all-MiniLM-L6-v2)")
+    mine.add_argument("--split", default="train", help="BEIR folder / scifact: the qrels split whose (query, "
+                                                       "relevant passage) pairs get negatives (default train)")
+    mine.add_argument("--num-negatives", type=int, default=3)
+    mine.add_argument("--range-min", type=int, default=0, help="skip this many best-ranked candidates")
+    mine.add_argument("--range-max", type=int, default=None, help="draw from the first N candidates (default: "
+                                                                  "as sentence-transformers)")
+    mine.add_argument("--absolute-margin", type=float, help="skip a candidate unless score + margin <= the "
+                                                            "positive's score")
+    mine.add_argument("--relative-margin", type=float, help="skip a candidate unless score <= positive score × "
+                                                            "(1 - margin); 0.05 is NV-Retriever's choice")
+    mine.add_argument("--max-score", type=float, help="skip candidates scoring above this")
+    mine.add_argument("--min-score", type=float, help="skip candidates scoring below this")
+    mine.add_argument("--sampling-strategy", choices=("top", "random"), default="top")
+    mine.add_argument("--output-format", choices=("triplet", "n-tuple"), default="triplet",
+                      help="triplet: one (anchor, positive, negative) row per negative; n-tuple: (anchor, "
+                           "positive, negative_1..N) rows, only pairs with all N")
+    mine.add_argument("--batch-size", type=int, default=32, help="encoding batch size")
+    mine.add_argument("--seed", type=int, default=0, help="of --sampling-strategy random")
 
     download = commands.add_parser("download", help="prefetch datasets and models into the local caches")
     download.add_argument("names", nargs="*", help="dataset names (default: all of them)")
@@ -248,10 +326,46 @@ def run_train(args) -> int:
             distributed.shutdown()
 
 
+RETRIEVAL_OPTIONS = ("split", "eval_split", "dev_corpus_size", "corpus_chunk_size", "max_chunk_bytes")
+RETRIEVAL_DEFAULTS = {"dev_corpus_size": 1000, "corpus_chunk_size": 50_000, "max_chunk_bytes": 2 * 1024 ** 3}
+
+
+def check_data_exists(data: str | None) -> None:
+    """Refuse a --data that is neither a dataset name nor an existing file or folder."""
+    from labkit.data import DATASETS
+
+    if data is not None and data not in DATASETS and not Path(data).expanduser().exists():
+        raise ValueError(f"--data {data!r} is neither a dataset name ({', '.join(DATASETS)}) nor an existing file "
+                         "or BEIR folder: check the name or the path.")
+
+
+def _retrieval_source(args) -> str | None:
+    from labkit.retrieval_experiment import retrieval_source
+
+    return retrieval_source(args.data, args.label_column, args.score_column, args.text_pair_column)
+
+
+def _refuse_retrieval_options(args) -> None:
+    given = [f"--{name.replace('_', '-')}" for name in RETRIEVAL_OPTIONS if getattr(args, name, None) is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)} only appl{'y' if len(given) > 1 else 'ies'} to retrieval data (a BEIR "
+                         f"folder, scifact, or a file of query and passage columns); {args.data} is not.")
+
+
+def _retrieval_setting(args, name: str):
+    value = getattr(args, name, None)
+    return RETRIEVAL_DEFAULTS[name] if value is None else value
+
+
 def _train(args, world) -> int:
     import labkit
     from labkit.experiment import SAME_CLASS_PAIR_LOSSES, check_experiment, run_experiment, write_json
 
+    check_data_exists(args.data)
+    source = _retrieval_source(args)
+    if source is not None:
+        return _train_retrieval(args, world)
+    _refuse_retrieval_options(args)
     labkit.setup(seed=args.seed, fast=False, quiet=not world.is_main)
     resume, out = args.resume is not None, Path(args.out)
     dev_size = args.dev_size if args.dev_size is not None else (0.1 if args.eval_every else 0)
@@ -274,6 +388,66 @@ def _train(args, world) -> int:
                             group_by_length=getattr(args, "group_by_length", False))
     if world.is_main:
         _write_figures(model, exp, report, before, out)
+    return 0
+
+
+def _train_retrieval(args, world) -> int:
+    """`train` on retrieval data: (query, relevant passage) pairs, IR metrics on the test split before and after."""
+    import labkit
+    from labkit import retrieval_experiment as rx
+    from labkit.experiment import atomic_file, write_json
+
+    for flag, value in (("--eval-data", args.eval_data), ("--rescale-scores", args.rescale_scores),
+                        ("--eval-subset", args.eval_subset or None)):
+        if value is not None:
+            raise ValueError(f"{flag} does not apply to retrieval data ({args.data}): the test queries are "
+                             "--eval-split's (BEIR folder, scifact) or a held-out 20% of a pairs file's queries, "
+                             "all of them evaluated against the whole corpus.")
+    rx.check_loss(args.loss)
+    p, k, batch_size = args.batch
+    if p and "batch" in getattr(args, "given", set()):
+        raise ValueError(f"retrieval pairs train on batches of rows, not P×K: pass --batch {batch_size} "
+                         f"(not --batch {p}x{k}).")
+    dev_size = args.dev_size if args.dev_size is not None else (0.1 if args.eval_every else 0)
+    exp = rx.load_retrieval_experiment(args.data, split=args.split or "train", eval_split=args.eval_split or "test",
+                                       dev_size=dev_size, seed=args.seed)
+    rx.check_loss(args.loss, with_negatives=len(exp.rows.columns) > 2)
+    if len(exp.rows) < batch_size:
+        raise ValueError(f"the training split has {len(exp.rows)} (query, passage) rows, fewer than --batch "
+                         f"{batch_size}: pass a smaller --batch.")
+    chunk, max_bytes = _retrieval_setting(args, "corpus_chunk_size"), _retrieval_setting(args, "max_chunk_bytes")
+    rx.check_memory(exp.test, "test collection", chunk, max_bytes)
+    dev_corpus = _retrieval_setting(args, "dev_corpus_size")
+    if exp.dev is not None:
+        rx.check_memory(rx.dev_collection(exp.dev, dev_corpus), "dev collection", chunk, max_bytes)
+    resume, out = args.resume is not None, Path(args.out)
+    if world.is_main:
+        check_out_folder(out)
+    labkit.setup(seed=args.seed, fast=False, quiet=not world.is_main)
+    for note in exp.notes:
+        if world.is_main:
+            print(f"note: {note}")
+    model = labkit.load_model(args.model)
+    if world.is_main and not resume:
+        write_json(out / ARGS_FILE, _recorded(args))
+    report = rx.run_retrieval_experiment(
+        model, exp, args.loss, loss_kwargs=args.loss_args, steps=args.steps, epochs=args.epochs,
+        batch_size=batch_size, lr=args.lr, max_length=args.max_length, out=out, seed=args.seed,
+        show_progress=world.is_main, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
+        resume=resume, group_by_length=getattr(args, "group_by_length", False), dev_corpus_size=dev_corpus,
+        corpus_chunk_size=chunk, max_chunk_bytes=max_bytes)
+    if world.is_main:
+        from labkit import viz
+
+        with atomic_file(out / "curves.png") as tmp:
+            viz.plot_loss_curves(report["history"]).savefig(tmp, dpi=100, bbox_inches="tight")
+        record = rx.metrics_record(report)
+        if record["dev"] is not None:
+            record["dev"] = {k: v for k, v in record["dev"].items() if k not in ("evaluations", "query_ids")}
+        print(json.dumps({k: v for k, v in record.items() if k not in ("loss_args", "seconds", "notes")}, indent=2))
+        if report.get("interrupted"):
+            print(f"interrupted at step {report['steps']}: go on with python -m labkit train --resume {out}")
+        print(f"model, metrics and figures written to {out}/")
     return 0
 
 
@@ -319,10 +493,88 @@ def run_evaluate(args) -> int:
     import labkit
     from labkit.experiment import evaluate_model
 
+    check_data_exists(args.data)
+    if _retrieval_source(args) is not None:
+        return _evaluate_retrieval(args)
+    _refuse_retrieval_options(args)
     exp = _experiment_data(args)
     model = labkit.load_model(args.model)
     print(json.dumps({"model": args.model, "data": args.data, "kind": exp.kind, "rows": len(exp.heldout),
                       "metrics": evaluate_model(model, exp)}, indent=2))
+    return 0
+
+
+def _evaluate_retrieval(args) -> int:
+    """`evaluate` on retrieval data: `labkit.retrieval.evaluate_ir` on a split (a pairs file: its held-out queries)."""
+    import labkit
+    from labkit import retrieval_experiment as rx
+    if args.eval_data is not None:
+        raise ValueError(f"--eval-data does not apply to retrieval data ({args.data}): choose the qrels with --split.")
+    collection = rx.heldout_collection(args.data, split=args.split or "test", seed=args.seed)
+    chunk, max_bytes = _retrieval_setting(args, "corpus_chunk_size"), _retrieval_setting(args, "max_chunk_bytes")
+    rx.check_memory(collection, "evaluation collection", chunk, max_bytes)
+    model = labkit.load_model(args.model)
+    metrics = rx.evaluate(model, collection, corpus_chunk_size=chunk, max_chunk_bytes=max_bytes)
+    print(json.dumps({"model": args.model, "data": args.data, "kind": rx.KIND, "split": collection.split,
+                      "queries": len(collection.queries), "corpus": len(collection.corpus), "metrics": metrics},
+                     indent=2))
+    return 0
+
+
+def run_mine(args) -> int:
+    """`mine`: hard negatives for the (query, relevant passage) pairs, from the corpus; JSONL rows written
+    atomically, the statistics table printed."""
+    import labkit
+    from labkit import hard_negatives as hn
+    from labkit import retrieval_experiment as rx
+    from labkit.data import load_pairs
+    from labkit.experiment import atomic_file
+
+    check_data_exists(args.data)
+    source = rx.retrieval_source(args.data)
+    if source is None:
+        raise ValueError(f"mine needs retrieval data: a BEIR folder, scifact, or a file with query and passage "
+                         f"columns ({', '.join(rx.QUERY_COLUMNS)} / {', '.join(rx.PASSAGE_COLUMNS)}); {args.data} "
+                         "is none of those.")
+    if source == "pairs":
+        rows = load_pairs(args.data)
+        anchors, positives = list(rows["anchor"]), list(rows["positive"])
+        corpus = list(dict.fromkeys(t for c in rows.columns if c != "anchor" for t in rows[c]))
+    else:
+        collection = rx.load_collection(args.data, args.split)
+        pairs = collection.pairs()
+        if pairs.empty:
+            raise ValueError(f"the {args.split!r} split of {args.data} has no relevant (query, passage) pair.")
+        anchors, positives, corpus = list(pairs["anchor"]), list(pairs["positive"]), list(collection.corpus.values())
+    settings = dict(range_min=args.range_min, range_max=args.range_max, max_score=args.max_score,
+                    min_score=args.min_score, absolute_margin=args.absolute_margin,
+                    relative_margin=args.relative_margin, num_negatives=args.num_negatives,
+                    sampling_strategy=args.sampling_strategy, output_format=args.output_format)
+    pairs_ = hn.deduplicate_pairs(anchors, positives, corpus)  # the settings checked before the model is loaded
+    range_max = args.range_max if args.range_max is not None else hn.default_range_max(
+        args.range_min, args.num_negatives, pairs_.max_rows,
+        any(v is not None for v in (args.absolute_margin, args.relative_margin, args.max_score)))
+    try:
+        hn._check_settings(args.range_min, range_max, args.num_negatives, args.sampling_strategy,
+                           args.output_format, 8192, 1024)
+    except ValueError as err:
+        text = str(err)
+        for name in ("range_min", "range_max", "num_negatives"):
+            text = text.replace(name, f"--{name.replace('_', '-')}")
+        raise ValueError(text) from None
+    out = Path(args.out)
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder: give a file name such as {out / 'negatives.jsonl'}.")
+    check_out_folder(out.parent)
+    model = labkit.load_model(args.model)
+    mined = hn.mine_hard_negatives(model, anchors, positives, corpus=corpus, batch_size=args.batch_size,
+                                   seed=args.seed, **settings)
+    with atomic_file(out) as tmp:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            for row in mined.rows():
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    print(mined.statistics.table())
+    print(f"{len(mined)} rows ({', '.join(mined.columns)}) written to {out}")
     return 0
 
 
@@ -343,7 +595,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command == "train":
         args.given = given_options(argv[1:])
-    commands = {"train": run_train, "evaluate": run_evaluate, "download": run_download}
+    commands = {"train": run_train, "evaluate": run_evaluate, "mine": run_mine, "download": run_download}
     try:
         return commands[args.command](args)
     except (ValueError, FileNotFoundError, RuntimeError) as err:

@@ -93,9 +93,10 @@ def load_experiment_data(
         if source in datasets.DATASETS:
             frame = datasets.load_dataset(source, split)
             if not isinstance(frame, pd.DataFrame):  # e.g. SciFact: a corpus, queries and qrels
-                raise ValueError(f"{source} is retrieval data (a corpus, queries and relevance judgements), which "
-                                 "the command line does not train on yet. In Python: labkit.data.load_beir / "
-                                 "load_scifact, labkit.retrieval.evaluate_ir, labkit.hard_negatives.")
+                raise ValueError(f"{source} is retrieval data (a corpus, queries and relevance judgements), not "
+                                 "labelled or pair data: load it with labkit.retrieval_experiment."
+                                 "load_retrieval_experiment (python -m labkit train / evaluate / mine take it), or "
+                                 "labkit.data.load_scifact / load_beir.")
             return frame.rename(columns=DATASET_COLUMNS.get(source, {}))
         return datasets.from_file(source, text_column=text_column, label_column=label_column,
                                   score_column=score_column, text_pair_column=text_pair_column, encoding=encoding)

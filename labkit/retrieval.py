@@ -54,6 +54,7 @@ from labkit.validation import as_embeddings
 __all__ = [
     "SCORE_FUNCTIONS", "DEFAULT_K", "Ranking", "dot_score", "rank_corpus", "relevance_matrix", "rank_discounts",
     "per_query_metrics", "metrics_from_relevance", "ir_metrics", "evaluate_ir", "ir_per_query", "IREvaluator",
+    "check_ir_evaluation",
 ]
 
 
@@ -393,6 +394,29 @@ def _texts(named: Mapping, ids: Sequence[str], what: str) -> List[str]:
     return texts
 
 
+def _prepare(data, corpus_chunk_size: int, max_chunk_bytes: int, k_lists: Mapping):
+    """`evaluate_ir`'s checks, before any encoding: the ids, the qrels against them, the texts, the memory bound.
+    Returns (query ids, query texts, corpus ids, corpus texts, relevant sets, k lists)."""
+    queries, corpus, qrels = (data.queries, data.corpus, data.qrels) if hasattr(data, "qrels") else data
+    ks = _check_k_lists(k_lists)
+    query_ids, corpus_ids = _check_ids(list(queries), "query"), _check_ids(list(corpus), "corpus")
+    rows, relevant = _select_queries(query_ids, corpus_ids, qrels)
+    query_ids = [query_ids[i] for i in rows]
+    query_texts = _texts(queries, query_ids, "queries")
+    corpus_texts = _texts(corpus, corpus_ids, "documents")
+    max_k = max(max(values) for values in ks.values())
+    _check_chunk(corpus_chunk_size, len(query_ids), len(corpus_ids), max_k, max_chunk_bytes)
+    return query_ids, query_texts, corpus_ids, corpus_texts, relevant, ks
+
+
+def check_ir_evaluation(data, corpus_chunk_size: int = 50_000, max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
+                        **k_lists) -> None:
+    """Every check `evaluate_ir` makes before it encodes anything (qrels naming missing ids, repeated ids, empty
+    texts, bad k lists, a corpus chunk whose scores would need more than ``max_chunk_bytes``), without a model:
+    call it to fail fast, before loading a model or training. Raises ValueError saying what to fix."""
+    _prepare(data, corpus_chunk_size, max_chunk_bytes, k_lists)
+
+
 def evaluate_ir(model, data, score_functions=("cosine",), corpus_chunk_size: int = 50_000, batch_size: int = 32,
                 precision: str = "fp32", show_progress_bar: bool = False,
                 max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES, max_length: Optional[int] = None,
@@ -406,15 +430,8 @@ def evaluate_ir(model, data, score_functions=("cosine",), corpus_chunk_size: int
     text (default the model's ``max_seq_length``). Memory: the queries' embeddings, one chunk of corpus
     embeddings and O(Q × (chunk + K)) scores.
     """
-    queries, corpus, qrels = (data.queries, data.corpus, data.qrels) if hasattr(data, "qrels") else data
-    ks = _check_k_lists(k_lists)
-    query_ids, corpus_ids = _check_ids(list(queries), "query"), _check_ids(list(corpus), "corpus")
-    rows, relevant = _select_queries(query_ids, corpus_ids, qrels)
-    query_ids = [query_ids[i] for i in rows]
-    query_texts = _texts(queries, query_ids, "queries")
-    corpus_texts = _texts(corpus, corpus_ids, "documents")
-    max_k = max(max(values) for values in ks.values())
-    _check_chunk(corpus_chunk_size, len(query_ids), len(corpus_ids), max_k, max_chunk_bytes)
+    query_ids, query_texts, corpus_ids, corpus_texts, relevant, ks = _prepare(
+        data, corpus_chunk_size, max_chunk_bytes, k_lists)
     functions = _score_functions(score_functions)
 
     def encode(texts: List[str]) -> Tensor:
@@ -469,11 +486,12 @@ class IREvaluator:
 
     def __init__(self, data, main_metric: str = "cosine_ndcg@10", score_functions=("cosine",),
                  precision: str = "auto", batch_size: int = 32, max_length: Optional[int] = None,
-                 corpus_chunk_size: int = 50_000, **k_lists):
+                 corpus_chunk_size: int = 50_000, max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES, **k_lists):
         self.data = data
         self.main_metric = main_metric
         self.settings = dict(score_functions=score_functions, precision=precision, batch_size=batch_size,
-                             max_length=max_length, corpus_chunk_size=corpus_chunk_size, **k_lists)
+                             max_length=max_length, corpus_chunk_size=corpus_chunk_size,
+                             max_chunk_bytes=max_chunk_bytes, **k_lists)
         names = [f"{name}_" for name in _score_functions(score_functions)]
         if not any(main_metric.startswith(prefix) for prefix in names):
             raise ValueError(f"main_metric={main_metric!r} is not computed with score_functions={score_functions!r};"
