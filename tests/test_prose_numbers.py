@@ -47,6 +47,9 @@ DECLARED = {
         "0.77": "= math.sqrt(2 - 2 * 0.7)",
         "1.27": "= math.sqrt(2 - 2 * 0.7) + 0.5",
     },
+    "14_retrieval_finetuning": {
+        "0.0046": "= 0.5841 - 0.5795",
+    },
     "12_reproducing_the_article": {
         "4.25": "= math.log(70)",
         "1.04": "cited: the article's own logged training loss (rjnclarke/101_notebooks, notebook 1.7.1)",
