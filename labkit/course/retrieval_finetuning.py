@@ -151,7 +151,7 @@ class RetrievalComparison:
 
 
 def _train_one(method: str, base_model, pairs: pd.DataFrame, triplets: Optional[pd.DataFrame], *, seed: int,
-               steps: int, batch_size: int, lr: float, max_length: Optional[int], evaluator: IREvaluator,
+               steps: int, batch_size: int, lr: float, max_length: Optional[int], evaluator,
                eval_every: int, precision: str):
     from labkit.train import fit
 
@@ -235,12 +235,28 @@ def compare_retrieval_methods(
                 ir_per_query(queries, corpus, test.qrels, query_ids, corpus_ids)["ndcg@10"])
 
     base, base_per_query = score(*test_embeddings)
+    base_dev: Dict[str, float] = {}  # fit's step-0 evaluation of every run scores the same unchanged base model
+
+    def run_evaluator():
+        calls = []
+
+        def evaluate(model) -> Dict[str, float]:
+            calls.append(1)
+            if len(calls) == 1:  # step 0: this run's model is still a copy of the base model
+                if not base_dev:
+                    base_dev.update(evaluator(model))
+                return dict(base_dev)
+            return evaluator(model)
+
+        evaluate.main_metric = evaluator.main_metric
+        return evaluate
+
     rows, per_query, histories = [], {}, {}
     for method in methods:
         for seed in seeds:
             started = time.perf_counter()
             model, result = _train_one(method, base_model, pairs, hard_negatives, seed=seed, steps=steps,
-                                       batch_size=batch_size, lr=lr, max_length=max_length, evaluator=evaluator,
+                                       batch_size=batch_size, lr=lr, max_length=max_length, evaluator=run_evaluator(),
                                        eval_every=eval_every, precision=precision)
             metrics, per_query[(method, seed)] = score(*encode_collection(model, test, max_length, precision))
             rows.append({"method": method, "seed": seed, **{m: metrics[m] for m in REPORTED},
