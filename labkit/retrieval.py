@@ -18,9 +18,10 @@ Relevance comes from BEIR qrels (query id → {doc id: score}, score > 0 means r
 sentence-transformers, from query id → set of relevant doc ids.
 
 How it is computed: the corpus is scored against all queries one chunk of ``corpus_chunk_size`` documents
-at a time, and a running top-k per query is kept (``torch.topk``, no per-query loop). Working memory is
-O(Q × (C + K)) for Q queries, chunk size C and K the largest k asked for (at most 40 bytes per (query,
-candidate): scores, id ranks and tie keys; plus the chunk's C × D embeddings), whatever the corpus size;
+at a time; each chunk is cut to its own top k (one ``torch.topk``) and merged into a running top-k per query
+(no per-query loop). Working memory is O(Q × (C + K)) for Q queries, chunk size C and K the largest k asked
+for: usually the chunk's 4-byte scores, at most 40 bytes per (query, candidate) when every query's k-th score
+is tied (scores, id ranks and tie keys), plus the chunk's C × D embeddings, whatever the corpus size;
 `evaluate_ir` encodes the corpus chunk by chunk, so the N × D corpus embeddings are never held at once.
 The metrics are computed on the (Q, K) relevance matrix of the top K, vectorised.
 
@@ -202,6 +203,23 @@ def _keep_top(scores: Tensor, ranks: Tensor, k: int, n_corpus: int) -> Tuple[Ten
     return scores.gather(1, chosen), ranks.gather(1, chosen)
 
 
+def _chunk_top(scores: Tensor, chunk_ranks: Tensor, k: int, n_corpus: int) -> Tuple[Tensor, Tensor]:
+    """A chunk's k best (score, id rank) per query, in the same order as `_keep_top`, from one ``topk``.
+
+    ``topk``'s choice is exact in a row whose (k+1)-th best score is below its k-th; only the rows where tied
+    scores straddle the cut (integer-valued embeddings, duplicate documents) go through `_keep_top`'s
+    (rows, C) keys, so the usual working memory is the chunk's scores alone.
+    """
+    if scores.shape[1] <= k:  # the whole chunk is kept
+        return scores, chunk_ranks.expand(len(scores), -1)
+    values, columns = scores.topk(k + 1, dim=1, sorted=True)
+    tied = (values[:, k - 1] == values[:, k]).nonzero().squeeze(1)
+    values, ranks = values[:, :k], chunk_ranks[columns[:, :k]]
+    if len(tied):
+        values[tied], ranks[tied] = _keep_top(scores[tied], chunk_ranks.expand(len(tied), -1), k, n_corpus)
+    return values, ranks
+
+
 def _rank_chunks(query_embeddings: Tensor, chunks: Iterable[Tuple[int, Tensor]], id_ranks: Tensor, k: int,
                  score_functions: Mapping) -> Dict[str, Tuple[Tensor, Tensor]]:
     """name → (scores, id ranks) of the top k, best first, over all chunks; each chunk is scored once per function."""
@@ -209,12 +227,12 @@ def _rank_chunks(query_embeddings: Tensor, chunks: Iterable[Tuple[int, Tensor]],
     best = {name: (query_embeddings.new_empty(n_queries, 0), torch.empty(n_queries, 0, dtype=torch.long))
             for name in score_functions}
     for start, documents in chunks:
-        chunk_ranks = id_ranks[start: start + len(documents)].expand(n_queries, -1)
+        chunk_ranks = id_ranks[start: start + len(documents)]
         for name, score_function in score_functions.items():
-            scores = score_function(query_embeddings, documents).float()
+            scores, ranks = _chunk_top(score_function(query_embeddings, documents).float(), chunk_ranks, k, n_corpus)
             kept_scores, kept_ranks = best[name]
-            best[name] = _keep_top(torch.cat([kept_scores, scores], 1), torch.cat([kept_ranks, chunk_ranks], 1),
-                                   k, n_corpus)
+            # the running top k and the chunk's top k: at most 2k candidates per query to merge
+            best[name] = _keep_top(torch.cat([kept_scores, scores], 1), torch.cat([kept_ranks, ranks], 1), k, n_corpus)
     for name, (scores, ranks) in best.items():
         # kept entries sit in key order (higher-than-threshold by id, then ties by id): a stable sort on the
         # score keeps ascending id among equal scores, as ST's sort key (-score, corpus_id) does

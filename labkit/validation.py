@@ -104,8 +104,8 @@ def as_embeddings(x, name: str = "embeddings") -> Tensor:
     if len(x) == 0:
         raise ValueError(f"{name} is empty: pass at least one embedding.")
     x = x.float()
-    if not torch.isfinite(x).all():
-        bad = int((~torch.isfinite(x)).any(dim=1).sum())
+    # a NaN or inf makes its row's sum non-finite; the (N, D) check runs only then (it needs ~2x the input's memory)
+    if not torch.isfinite(x.sum(dim=1)).all() and (bad := int((~torch.isfinite(x)).any(dim=1).sum())):
         raise ValueError(
             f"{name} contains NaN or infinite values in {bad} row(s): the model diverged or the input was "
             "corrupted. Check the training loss and the learning rate, or drop those rows."

@@ -41,7 +41,7 @@ from labkit.retrieval import IREvaluator, ir_metrics, ir_per_query
 from labkit.sampling import NoDuplicatesBatchSampler
 
 __all__ = ["METHODS", "REPORTED", "RetrievalComparison", "smaller_collection", "encode_collection",
-           "compare_retrieval_methods", "batch_duplicates", "accumulation_versus_cache"]
+           "train_copy", "frozen_copy", "compare_retrieval_methods", "batch_duplicates", "accumulation_versus_cache"]
 
 METHODS = ("MNRL", "MNRL + hard negatives", "GIST")
 REPORTED = ("cosine_ndcg@10", "cosine_mrr@10", "cosine_recall@100")  # the table's columns, in this order
@@ -150,33 +150,60 @@ class RetrievalComparison:
         return ax
 
 
-def _train_one(method: str, base_model, pairs: pd.DataFrame, triplets: Optional[pd.DataFrame], *, seed: int,
-               steps: int, batch_size: int, lr: float, max_length: Optional[int], evaluator,
-               eval_every: int, precision: str):
+def train_copy(base_model, make_loss, rows: pd.DataFrame, *, labels: Optional[Sequence] = None, seed: int,
+               steps: int, batch_size: int, lr: float, max_length: Optional[int], evaluator, eval_every: int,
+               precision: str):
+    """Train a fresh copy of `base_model` on the text columns of `rows`; return (model, `TrainResult`).
+
+    ``make_loss(model)`` builds the loss for the copy (a loss that runs the model, such as
+    `AdaptiveLayerLoss`, needs it). ``labels``: one per row (scores, a teacher's embeddings or margins), or
+    None. Batches come from `NoDuplicatesBatchSampler` (no text twice in a batch); the copy ends at its best
+    checkpoint on ``evaluator`` (``evaluator.main_metric``), which may be step 0's, the base model itself.
+    """
     from labkit.train import fit
 
     seed_everything(seed)
     model = copy.deepcopy(base_model)
-    if method == "MNRL + hard negatives":
-        rows = triplets[["anchor", "positive", "negative"]]
-        loss = MultipleNegativesRankingLoss()
-    elif method == "GIST":
-        rows = pairs[["anchor", "positive"]]
-        guide = copy.deepcopy(base_model).eval()
-        for parameter in guide.parameters():
-            parameter.requires_grad_(False)
-        loss = GISTEmbedLoss(model, guide)
-    elif method == "MNRL":
-        rows = pairs[["anchor", "positive"]]
-        loss = MultipleNegativesRankingLoss()
-    else:
-        raise ValueError(f"Unknown method {method!r}; the methods are {', '.join(METHODS)}.")
-    dataset = PairDataset(*(rows[column].tolist() for column in rows.columns))
+    dataset = PairDataset(*(rows[column].tolist() for column in rows.columns), labels=labels)
     sampler = NoDuplicatesBatchSampler(rows, batch_size=batch_size, seed=seed)
-    result = fit(model, loss, dataset, batch_sampler=sampler, steps=steps, lr=lr, max_length=max_length,
+    result = fit(model, make_loss(model), dataset, batch_sampler=sampler, steps=steps, lr=lr, max_length=max_length,
                  evaluator=evaluator, metric=evaluator.main_metric, eval_every=eval_every, restore_best=True,
                  precision=precision, seed=seed, show_progress=False, live_plot=False)
     return model, result
+
+
+def frozen_copy(model):
+    """A copy of `model` in eval mode whose parameters take no gradient: a guide or a teacher."""
+    frozen = copy.deepcopy(model).eval()
+    for parameter in frozen.parameters():
+        parameter.requires_grad_(False)
+    return frozen
+
+
+def _train_one(method: str, base_model, pairs: pd.DataFrame, triplets: Optional[pd.DataFrame], **budget):
+    if method == "MNRL + hard negatives":
+        rows, make_loss = triplets[["anchor", "positive", "negative"]], lambda model: MultipleNegativesRankingLoss()
+    elif method == "GIST":
+        guide = frozen_copy(base_model)
+        rows, make_loss = pairs[["anchor", "positive"]], lambda model: GISTEmbedLoss(model, guide)
+    elif method == "MNRL":
+        rows, make_loss = pairs[["anchor", "positive"]], lambda model: MultipleNegativesRankingLoss()
+    else:
+        raise ValueError(f"Unknown method {method!r}; the methods are {', '.join(METHODS)}.")
+    return train_copy(base_model, make_loss, rows, **budget)
+
+
+def check_splits(train, dev, test) -> None:
+    """Refuse a dev or test query that is also a training query (dev must be carved from train, not shared)."""
+    overlap = set(dev.queries) & set(train.queries) or set(test.queries) & set(train.queries)
+    if overlap:
+        raise ValueError(f"{len(overlap)} query ids are in train and in dev or test (e.g. {sorted(overlap)[:3]}): "
+                         "carve dev from the training queries with split_queries and train on the rest.")
+
+
+def check_steps(steps) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}.")
 
 
 def compare_retrieval_methods(
@@ -219,12 +246,8 @@ def compare_retrieval_methods(
     if "MNRL + hard negatives" in methods and hard_negatives is None:
         raise ValueError("'MNRL + hard negatives' needs hard_negatives: (anchor, positive, negative) rows mined "
                          "from the training pairs (labkit.hard_negatives.mine_from_embeddings, num_negatives=1).")
-    overlap = set(dev.queries) & set(train.queries) or set(test.queries) & set(train.queries)
-    if overlap:
-        raise ValueError(f"{len(overlap)} query ids are in train and in dev or test (e.g. {sorted(overlap)[:3]}): "
-                         "carve dev from the training queries with split_queries and train on the rest.")
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}.")
+    check_splits(train, dev, test)
+    check_steps(steps)
     eval_every = eval_every or max(1, steps // 2)
     pairs = train.pairs()
     evaluator = IREvaluator(dev, precision=precision, max_length=max_length)
