@@ -28,7 +28,8 @@ the best dev evaluation's weights are the ones kept. `evaluate` prints a model's
 prefetches datasets (and Hugging Face models) for a workshop on bad Wi-Fi.
 
 On retrieval data (`labkit.retrieval_experiment`) `train` trains an in-batch-negatives loss (MultipleNegatives-
-RankingLoss and its symmetric, cached and MegaBatchMargin relatives; others are refused with that list) on the
+RankingLoss and its symmetric, cached and MegaBatchMargin relatives, and GISTEmbedLoss / CachedGISTEmbedLoss with
+--guide, by default a frozen copy of the starting model; others are refused with that list) on the
 (query, relevant passage) pairs of --split (default train) in NoDuplicatesBatchSampler batches, and evaluates
 IR metrics (labkit.retrieval.evaluate_ir: NDCG@10, MRR@10, MAP@100, Accuracy/Precision/Recall@1..100) on the
 --eval-split queries (default test) against the whole corpus, before and after training ("test" in
@@ -161,6 +162,8 @@ def add_train_arguments(train: argparse.ArgumentParser) -> None:
                        help="the loss's arguments, e.g. margin=0.5 (a triplet margin for unit-length embeddings: the "
                             "default 5 keeps every triplet active)")
     train.add_argument("--model", default=None, help="Hugging Face id or folder (default: offline all-MiniLM-L6-v2)")
+    train.add_argument("--guide", default=None, help="GISTEmbedLoss's guide model, frozen (default: a copy of "
+                                                     "--model before training); retrieval data only")
     length = train.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, help="optimizer steps (this or --epochs is required)")
     length.add_argument("--epochs", type=int)
@@ -326,7 +329,7 @@ def run_train(args) -> int:
             distributed.shutdown()
 
 
-RETRIEVAL_OPTIONS = ("split", "eval_split", "dev_corpus_size", "corpus_chunk_size", "max_chunk_bytes")
+RETRIEVAL_OPTIONS = ("split", "eval_split", "dev_corpus_size", "corpus_chunk_size", "max_chunk_bytes", "guide")
 RETRIEVAL_DEFAULTS = {"dev_corpus_size": 1000, "corpus_chunk_size": 50_000, "max_chunk_bytes": 2 * 1024 ** 3}
 
 
@@ -404,6 +407,9 @@ def _train_retrieval(args, world) -> int:
                              "--eval-split's (BEIR folder, scifact) or a held-out 20% of a pairs file's queries, "
                              "all of them evaluated against the whole corpus.")
     rx.check_loss(args.loss)
+    if args.guide is not None and "guide" not in rx.REGISTRY[args.loss].needs:
+        raise ValueError(f"--guide is for a loss that filters negatives with a guide model (GISTEmbedLoss, "
+                         f"CachedGISTEmbedLoss); {args.loss} takes none. Drop --guide or change --loss.")
     p, k, batch_size = args.batch
     if p and "batch" in getattr(args, "given", set()):
         raise ValueError(f"retrieval pairs train on batches of rows, not P×K: pass --batch {batch_size} "
@@ -428,6 +434,7 @@ def _train_retrieval(args, world) -> int:
         if world.is_main:
             print(f"note: {note}")
     model = labkit.load_model(args.model)
+    guide = labkit.load_model(args.guide) if args.guide is not None else None
     if world.is_main and not resume:
         write_json(out / ARGS_FILE, _recorded(args))
     report = rx.run_retrieval_experiment(
@@ -435,7 +442,7 @@ def _train_retrieval(args, world) -> int:
         batch_size=batch_size, lr=args.lr, max_length=args.max_length, out=out, seed=args.seed,
         show_progress=world.is_main, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
         resume=resume, group_by_length=getattr(args, "group_by_length", False), dev_corpus_size=dev_corpus,
-        corpus_chunk_size=chunk, max_chunk_bytes=max_bytes)
+        corpus_chunk_size=chunk, max_chunk_bytes=max_bytes, guide=guide)
     if world.is_main:
         from labkit import viz
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -95,5 +96,10 @@ class Collate:
 def labels_to_tensor(labels) -> torch.Tensor | None:
     if labels[0] is None:
         return None
-    tensor = torch.as_tensor(labels)
+    if isinstance(labels[0], torch.Tensor):  # vectors per row (a teacher's embeddings): one stack, not a slow copy
+        tensor = torch.stack(list(labels))
+    elif isinstance(labels[0], np.ndarray):
+        tensor = torch.from_numpy(np.stack(labels))
+    else:
+        tensor = torch.as_tensor(labels)
     return tensor.float() if tensor.is_floating_point() else tensor.long()

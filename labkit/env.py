@@ -44,6 +44,8 @@ class Budget:
     retrieval_queries: int  # queries kept of each split (0 = all)
     retrieval_corpus: int  # documents kept of the corpus (0 = all), every relevant one included
     retrieval_dev_corpus: int  # documents of the dev split's sampled corpus (model selection only)
+    distillation_steps: int  # optimizer steps per student (notebook 15): a cut model has more to relearn
+    distillation_lr: float  # the students' learning rate
 
 
 FULL = Budget(
@@ -51,14 +53,14 @@ FULL = Budget(
     batch_p=8, batch_k=4, umap_points=3000, encode_batch_size=64, benchmark_repeats=5,
     compare_steps=100, projection="umap",
     retrieval_steps=16, retrieval_seeds=2, retrieval_batch=32, retrieval_max_length=64, retrieval_queries=0,
-    retrieval_corpus=0, retrieval_dev_corpus=500,
+    retrieval_corpus=0, retrieval_dev_corpus=500, distillation_steps=64, distillation_lr=1e-4,
 )
 FAST = Budget(
     train_steps=6, eval_every=3, train_subset=400, eval_subset=200, max_length=32,
     batch_p=4, batch_k=4, umap_points=300, encode_batch_size=64, benchmark_repeats=1,
     compare_steps=4, projection="pca",
     retrieval_steps=2, retrieval_seeds=2, retrieval_batch=8, retrieval_max_length=32, retrieval_queries=40,
-    retrieval_corpus=300, retrieval_dev_corpus=100,
+    retrieval_corpus=300, retrieval_dev_corpus=100, distillation_steps=2, distillation_lr=1e-4,
 )
 
 

@@ -379,6 +379,14 @@ def keep_first_layers(model: EmbeddingModel, num_layers: int) -> EmbeddingModel:
     return student
 
 
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A copy of `model` in eval mode whose parameters take no gradient: a GIST guide, or a distillation teacher."""
+    frozen = copy.deepcopy(model).eval()
+    for parameter in frozen.parameters():
+        parameter.requires_grad_(False)
+    return frozen
+
+
 @contextmanager
 def _quiet_transformers():
     """Hide transformers' per-weight loading bar: a notebook should show one line, not a wall of bars."""

@@ -39,16 +39,17 @@ import pandas as pd
 from labkit import data as datasets
 from labkit.data import RetrievalData
 from labkit.losses import REGISTRY, build_loss
+from labkit.model import frozen_copy
 from labkit.retrieval import DEFAULT_MAX_CHUNK_BYTES, IREvaluator, check_ir_evaluation, evaluate_ir
 from labkit.world import current_world
 
 KIND = "retrieval"
 MAIN_METRIC = "cosine_ndcg@10"
 # The losses a retrieval run trains with: in-batch negatives on (query, passage) pairs, the cached ones built with the
-# model. GIST needs a guide model and GlobalOrthogonalRegularizationLoss is a regularizer added to a main loss.
+# model, GIST's with a guide (a frozen copy of the starting model unless one is given). GlobalOrthogonalRegularization-
+# Loss is left out: it is a regularizer added to a main loss.
 RETRIEVAL_LOSSES = tuple(name for name, entry in REGISTRY.items()
-                         if "positive_pairs" in entry.data_kinds and "guide" not in entry.needs
-                         and entry.inputs != "columns")
+                         if "positive_pairs" in entry.data_kinds and entry.inputs != "columns")
 # Those that also take hard-negative columns (anchor, positive, negative…).
 RETRIEVAL_LOSSES_WITH_NEGATIVES = tuple(name for name in RETRIEVAL_LOSSES if "triplets" in REGISTRY[name].data_kinds)
 QUERY_COLUMNS = ("query", "anchor", "question")
@@ -110,10 +111,6 @@ def check_loss(loss_name: str | None, with_negatives: bool = False) -> None:
     if loss_name in fitting:
         return
     shown = ", ".join(fitting)
-    if loss_name in ("GISTEmbedLoss", "CachedGISTEmbedLoss"):
-        raise ValueError(f"{loss_name} needs a guide model to filter in-batch negatives, which the command line "
-                         f"does not load; use one of: {shown} (or, in Python, build_loss({loss_name!r}, "
-                         "'positive_pairs', model=model, guide=guide) and labkit.train.fit).")
     what = "(query, passage, negative…) rows" if with_negatives else "(query, passage) pairs"
     raise ValueError(f"{loss_name} does not train on retrieval data ({what}); use one of: {shown}.")
 
@@ -237,12 +234,13 @@ def run_retrieval_experiment(
     seed: int = 42, show_progress: bool = True, loss_kwargs: dict | None = None, eval_every: int | None = None,
     checkpoint_every: int | None = None, resume: bool = False, group_by_length: bool = False,
     dev_corpus_size: int = DEFAULT_DEV_CORPUS, corpus_chunk_size: int = 50_000,
-    max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES, eval_batch_size: int = 32, **fit_kwargs,
+    max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES, eval_batch_size: int = 32, guide=None, **fit_kwargs,
 ) -> dict:
     """IR metrics on the test collection (whole corpus), training, IR metrics again; the report, also written to
     out/metrics.json (`metrics_record`). With `exp.dev`, `fit()` evaluates `IREvaluator` on the dev queries (a
     corpus of `dev_corpus_size` documents) at the start, every `eval_every` steps and at the end, and keeps the
-    weights of the best ``cosine_ndcg@10``. ``resume=True``: go on from out/'s checkpoint (the test metrics before
+    weights of the best ``cosine_ndcg@10``. A loss with a guide (GISTEmbedLoss, CachedGISTEmbedLoss) gets a frozen copy
+    of ``guide``, or of `model` as it is before training (the base model guides its own fine-tuning). ``resume=True``: go on from out/'s checkpoint (the test metrics before
     training are read back from out/before.json)."""
     from labkit.experiment import write_json
     from labkit.train import fit
@@ -250,6 +248,8 @@ def run_retrieval_experiment(
     check_loss(loss_name, with_negatives=len(exp.rows.columns) > 2)
     kind = "triplets" if len(exp.rows.columns) > 2 else "positive_pairs"
     needs = {"model": model} if "model" in REGISTRY[loss_name].needs else {}
+    if "guide" in REGISTRY[loss_name].needs:  # taken before training (and before a resume loads its checkpoint)
+        needs["guide"] = frozen_copy(model) if guide is None else frozen_copy(guide)
     loss = build_loss(loss_name, kind, **needs, **(loss_kwargs or {}))
     dataset, sampler = training_set(exp, batch_size, seed, group_by_length, model.tokenizer, max_length)
 

@@ -12,8 +12,8 @@ import torch
 
 from labkit.course.batch_composition import shuffled_batches
 from labkit.course.retrieval_finetuning import (
-    REPORTED, RetrievalComparison, accumulation_versus_cache, batch_duplicates, compare_retrieval_methods,
-    encode_collection, smaller_collection,
+    REPORTED, RetrievalComparison, StartingPointEvaluator, accumulation_versus_cache, batch_duplicates,
+    compare_retrieval_methods, encode_collection, smaller_collection,
 )
 from labkit.data import RetrievalData
 from labkit.losses import MultipleNegativesRankingLoss
@@ -128,3 +128,20 @@ def test_smaller_collection_keeps_relevant_documents_of_both_splits():
     assert small_train.corpus == small_test.corpus and len(small_train.corpus) == 20
     relevant = {d for split in (small_train, small_test) for docs in split.qrels.values() for d in docs}
     assert relevant <= set(small_test.corpus)
+
+
+def test_the_starting_point_is_evaluated_once_for_all_runs_and_later_calls_evaluate_the_model():
+    calls = []
+
+    def evaluator(model):
+        calls.append(model)
+        return {"ndcg": float(model)}
+
+    evaluator.main_metric = "ndcg"
+    shared = StartingPointEvaluator(evaluator)
+    first, second = shared.for_run(), shared.for_run()
+    assert first.main_metric == "ndcg"
+    assert first(0.5) == {"ndcg": 0.5} and first(0.7) == {"ndcg": 0.7}
+    assert second(0.9) == {"ndcg": 0.5}  # step 0 of the second run: the same starting model, not re-evaluated
+    assert second(0.8) == {"ndcg": 0.8}
+    assert calls == [0.5, 0.7, 0.8]

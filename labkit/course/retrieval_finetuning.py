@@ -37,11 +37,12 @@ from labkit.env import seed_everything
 from labkit.losses.cached import CachedMultipleNegativesRankingLoss
 from labkit.losses.gist import GISTEmbedLoss
 from labkit.losses.ranking import MultipleNegativesRankingLoss
+from labkit.model import frozen_copy
 from labkit.retrieval import IREvaluator, ir_metrics, ir_per_query
 from labkit.sampling import NoDuplicatesBatchSampler
 
 __all__ = ["METHODS", "REPORTED", "RetrievalComparison", "smaller_collection", "encode_collection",
-           "train_copy", "frozen_copy", "compare_retrieval_methods", "batch_duplicates", "accumulation_versus_cache"]
+           "train_copy", "compare_retrieval_methods", "batch_duplicates", "accumulation_versus_cache"]
 
 METHODS = ("MNRL", "MNRL + hard negatives", "GIST")
 REPORTED = ("cosine_ndcg@10", "cosine_mrr@10", "cosine_recall@100")  # the table's columns, in this order
@@ -172,14 +173,6 @@ def train_copy(base_model, make_loss, rows: pd.DataFrame, *, labels: Optional[Se
     return model, result
 
 
-def frozen_copy(model):
-    """A copy of `model` in eval mode whose parameters take no gradient: a guide or a teacher."""
-    frozen = copy.deepcopy(model).eval()
-    for parameter in frozen.parameters():
-        parameter.requires_grad_(False)
-    return frozen
-
-
 def _train_one(method: str, base_model, pairs: pd.DataFrame, triplets: Optional[pd.DataFrame], **budget):
     if method == "MNRL + hard negatives":
         rows, make_loss = triplets[["anchor", "positive", "negative"]], lambda model: MultipleNegativesRankingLoss()
@@ -204,6 +197,31 @@ def check_splits(train, dev, test) -> None:
 def check_steps(steps) -> None:
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}.")
+
+
+class StartingPointEvaluator:
+    """Runs of one comparison all start from the same model, so `fit`'s step-0 dev evaluation of each is the same
+    number: compute it once. ``for_run()`` gives one run its evaluator: the first call returns the shared
+    starting score (computed on the first run's first call), later calls evaluate the model being trained."""
+
+    def __init__(self, evaluator):
+        self.evaluator = evaluator
+        self.main_metric = evaluator.main_metric
+        self.start: Dict[str, float] = {}
+
+    def for_run(self):
+        calls = []
+
+        def evaluate(model) -> Dict[str, float]:
+            calls.append(1)
+            if len(calls) > 1:
+                return self.evaluator(model)
+            if not self.start:  # step 0: the run's model is still an unchanged copy of the starting model
+                self.start.update(self.evaluator(model))
+            return dict(self.start)
+
+        evaluate.main_metric = self.main_metric
+        return evaluate
 
 
 def compare_retrieval_methods(
@@ -258,28 +276,15 @@ def compare_retrieval_methods(
                 ir_per_query(queries, corpus, test.qrels, query_ids, corpus_ids)["ndcg@10"])
 
     base, base_per_query = score(*test_embeddings)
-    base_dev: Dict[str, float] = {}  # fit's step-0 evaluation of every run scores the same unchanged base model
-
-    def run_evaluator():
-        calls = []
-
-        def evaluate(model) -> Dict[str, float]:
-            calls.append(1)
-            if len(calls) == 1:  # step 0: this run's model is still a copy of the base model
-                if not base_dev:
-                    base_dev.update(evaluator(model))
-                return dict(base_dev)
-            return evaluator(model)
-
-        evaluate.main_metric = evaluator.main_metric
-        return evaluate
+    first_evaluation = StartingPointEvaluator(evaluator)
 
     rows, per_query, histories = [], {}, {}
     for method in methods:
         for seed in seeds:
             started = time.perf_counter()
             model, result = _train_one(method, base_model, pairs, hard_negatives, seed=seed, steps=steps,
-                                       batch_size=batch_size, lr=lr, max_length=max_length, evaluator=run_evaluator(),
+                                       batch_size=batch_size, lr=lr, max_length=max_length,
+                                       evaluator=first_evaluation.for_run(),
                                        eval_every=eval_every, precision=precision)
             metrics, per_query[(method, seed)] = score(*encode_collection(model, test, max_length, precision))
             rows.append({"method": method, "seed": seed, **{m: metrics[m] for m in REPORTED},

@@ -20,7 +20,7 @@ from typing import Iterator
 # Checker module of each notebook, in course order: notebooks/NN_<module>.ipynb.
 NOTEBOOKS = ("start_here", "tokenization", "dataset_and_sampler", "pooling", "pair_losses", "triplet_losses",
              "similarity_losses", "in_batch_negatives", "loss_playground", "training", "clusters", "choosing_a_loss",
-             "reproducing_the_article", "scaling_up", "retrieval_finetuning")
+             "reproducing_the_article", "scaling_up", "retrieval_finetuning", "smaller_and_cheaper")
 
 
 def _module_name(notebook) -> str:
