@@ -35,8 +35,9 @@ IR metrics (labkit.retrieval.evaluate_ir: NDCG@10, MRR@10, MAP@100, Accuracy/Pre
 --eval-split queries (default test) against the whole corpus, before and after training ("test" in
 OUT/metrics.json). Queries judged in both splits are not trained on. --dev-size / --eval-every carve dev queries
 from the *training* queries, ranked among --dev-corpus-size documents (1000: every relevant one plus random
-others; `IREvaluator`) to choose the checkpoint on NDCG@10. A pairs file has no test split: 20% of its distinct
-queries are held out (all their rows) and ranked against every passage of the file; `evaluate` on the same file
+others; `IREvaluator`) to choose the checkpoint on NDCG@10. A pairs file (its columns found by name, or named
+with --query-column / --passage-column) has no test split: 20% of its distinct queries are held out (all their
+rows) and ranked against every passage of the file; `evaluate` on the same file
 (with the same --seed) scores the same held-out queries. `mine` adds hard negatives to a split's pairs
 (labkit.hard_negatives, the semantics and statistics table of sentence-transformers' mine_hard_negatives) and
 writes them as JSON lines, atomically: a pairs file that `train` reads. `evaluate` prints a split's IR metrics as JSON.
@@ -137,6 +138,13 @@ def add_retrieval_arguments(parser: argparse.ArgumentParser, split_help: str) ->
                         help="retrieval: refuse, before any slow work, a chunk whose scores need more (default 2G)")
 
 
+def add_pair_column_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--query-column", help="retrieval pairs file: the query column (default: found by name, "
+                                               "query/anchor/question)")
+    parser.add_argument("--passage-column", help="retrieval pairs file: the relevant-passage column (default: "
+                                                 "found by name, passage/positive/document/answer)")
+
+
 def add_data_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument("--data", required=required,
                         help="a dataset name (banking77, books, stsb, scifact), a CSV/TSV/JSONL/parquet file, or "
@@ -149,6 +157,7 @@ def add_data_arguments(parser: argparse.ArgumentParser, required: bool = True) -
     parser.add_argument("--label-column", help="class labels (single texts) or 0/1 labels (pairs)")
     parser.add_argument("--score-column", help="similarity scores (pairs); in 0..1 for CosineSimilarityLoss")
     parser.add_argument("--text-pair-column", help="the second text of each pair")
+    add_pair_column_arguments(parser)
     parser.add_argument("--encoding", default="utf-8", help="of CSV/TSV/JSONL files, e.g. latin-1 (default utf-8)")
     parser.add_argument("--rescale-scores", type=parse_rescale, metavar="MAX|minmax",
                         help="map the scores to 0..1: divide by MAX (e.g. 5 for 0..5 scores), or minmax (the "
@@ -211,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     mine = commands.add_parser("mine", help="mine hard negatives for retrieval pairs from the corpus; write JSONL")
     mine.add_argument("--data", required=True, help="a BEIR folder, scifact, or a (query, passage) pairs file")
     mine.add_argument("--out", required=True, metavar="FILE.jsonl", help="where the mined rows go (JSON lines)")
+    add_pair_column_arguments(mine)
     mine.add_argument("--model", default=None, help="Hugging Face id or folder (default: offline all-MiniLM-L6-v2)")
     mine.add_argument("--split", default="train", help="BEIR folder / scifact: the qrels split whose (query, "
                                                        "relevant passage) pairs get negatives (default train)")
@@ -329,7 +339,8 @@ def run_train(args) -> int:
             distributed.shutdown()
 
 
-RETRIEVAL_OPTIONS = ("split", "eval_split", "dev_corpus_size", "corpus_chunk_size", "max_chunk_bytes", "guide")
+RETRIEVAL_OPTIONS = ("split", "eval_split", "dev_corpus_size", "corpus_chunk_size", "max_chunk_bytes", "guide",
+                     "query_column", "passage_column")
 RETRIEVAL_DEFAULTS = {"dev_corpus_size": 1000, "corpus_chunk_size": 50_000, "max_chunk_bytes": 2 * 1024 ** 3}
 
 
@@ -345,7 +356,8 @@ def check_data_exists(data: str | None) -> None:
 def _retrieval_source(args) -> str | None:
     from labkit.retrieval_experiment import retrieval_source
 
-    return retrieval_source(args.data, args.label_column, args.score_column, args.text_pair_column)
+    return retrieval_source(args.data, args.label_column, args.score_column, args.text_pair_column,
+                            args.query_column, args.passage_column)
 
 
 def _refuse_retrieval_options(args) -> None:
@@ -416,7 +428,8 @@ def _train_retrieval(args, world) -> int:
                          f"(not --batch {p}x{k}).")
     dev_size = args.dev_size if args.dev_size is not None else (0.1 if args.eval_every else 0)
     exp = rx.load_retrieval_experiment(args.data, split=args.split or "train", eval_split=args.eval_split or "test",
-                                       dev_size=dev_size, seed=args.seed)
+                                       dev_size=dev_size, seed=args.seed, query_column=args.query_column,
+                                       passage_column=args.passage_column)
     rx.check_loss(args.loss, with_negatives=len(exp.rows.columns) > 2)
     if len(exp.rows) < batch_size:
         raise ValueError(f"the training split has {len(exp.rows)} (query, passage) rows, fewer than --batch "
@@ -517,7 +530,8 @@ def _evaluate_retrieval(args) -> int:
     from labkit import retrieval_experiment as rx
     if args.eval_data is not None:
         raise ValueError(f"--eval-data does not apply to retrieval data ({args.data}): choose the qrels with --split.")
-    collection = rx.heldout_collection(args.data, split=args.split or "test", seed=args.seed)
+    collection = rx.heldout_collection(args.data, split=args.split or "test", seed=args.seed,
+                                       query_column=args.query_column, passage_column=args.passage_column)
     chunk, max_bytes = _retrieval_setting(args, "corpus_chunk_size"), _retrieval_setting(args, "max_chunk_bytes")
     rx.check_memory(collection, "evaluation collection", chunk, max_bytes)
     model = labkit.load_model(args.model)
@@ -538,13 +552,13 @@ def run_mine(args) -> int:
     from labkit.experiment import atomic_file
 
     check_data_exists(args.data)
-    source = rx.retrieval_source(args.data)
+    source = rx.retrieval_source(args.data, query_column=args.query_column, passage_column=args.passage_column)
     if source is None:
         raise ValueError(f"mine needs retrieval data: a BEIR folder, scifact, or a file with query and passage "
                          f"columns ({', '.join(rx.QUERY_COLUMNS)} / {', '.join(rx.PASSAGE_COLUMNS)}); {args.data} "
                          "is none of those.")
     if source == "pairs":
-        rows = load_pairs(args.data)
+        rows = load_pairs(args.data, args.query_column, args.passage_column)
         anchors, positives = list(rows["anchor"]), list(rows["positive"])
         corpus = list(dict.fromkeys(t for c in rows.columns if c != "anchor" for t in rows[c]))
     else:

@@ -77,11 +77,23 @@ class RetrievalExperiment:
 
 
 def retrieval_source(data: str | None, label_column: str | None = None, score_column: str | None = None,
-                     text_pair_column: str | None = None) -> str | None:
+                     text_pair_column: str | None = None, query_column: str | None = None,
+                     passage_column: str | None = None) -> str | None:
     """``"beir"`` (a folder), ``"scifact"`` (a retrieval dataset name), ``"pairs"`` (a file with query and passage
-    columns, when no label/score/pair column is named), or None (labelled or pair data: the other path)."""
+    columns, when no label/score/pair column is named; ``query_column`` / ``passage_column`` name them when their
+    names are others), or None (labelled or pair data: the other path)."""
     if not data:
         return None
+    named = query_column is not None or passage_column is not None
+    if named:
+        path = Path(data).expanduser()
+        if not path.is_file():
+            raise ValueError(f"--query-column / --passage-column name the columns of a pairs file; {data} is not a "
+                             "file (a BEIR folder or scifact has its queries and corpus in their own files).")
+        if any(c is not None for c in (label_column, score_column, text_pair_column)):
+            raise ValueError("--query-column / --passage-column (retrieval pairs) do not go with --label-column, "
+                             "--score-column or --text-pair-column (labelled or scored pairs): give one kind.")
+        return "pairs"
     if data in datasets.DATASETS:
         return data if "qrels" in datasets.DATASETS[data].columns else None
     path = Path(data).expanduser()
@@ -144,16 +156,18 @@ def _pairs_collections(rows: pd.DataFrame, heldout_size: float | int, seed: int,
 
 
 def load_retrieval_experiment(data: str, split: str = "train", eval_split: str = "test", dev_size: float | int = 0,
-                              heldout_size: float | int = 0.2, seed: int = 42) -> RetrievalExperiment:
+                              heldout_size: float | int = 0.2, seed: int = 42, query_column: str | None = None,
+                              passage_column: str | None = None) -> RetrievalExperiment:
     """The training rows, the test collection and (with ``dev_size``) a dev collection carved from the training
-    queries, for a BEIR folder, a retrieval dataset name or a pairs file (see the module docstring)."""
-    source = retrieval_source(data)
+    queries, for a BEIR folder, a retrieval dataset name or a pairs file (see the module docstring; a pairs
+    file's columns are found by name unless ``query_column`` / ``passage_column`` say)."""
+    source = retrieval_source(data, query_column=query_column, passage_column=passage_column)
     if source is None:
         raise ValueError(f"{data} is not retrieval data (a BEIR folder, scifact, or a file with query and passage "
                          "columns).")
     notes = []
     if source == "pairs":
-        file_rows = datasets.load_pairs(data)
+        file_rows = datasets.load_pairs(data, query_column, passage_column)
         train, test = _pairs_collections(file_rows, heldout_size, seed, Path(data).stem, str(data))
     else:
         train, test = load_collection(data, split), load_collection(data, eval_split)
@@ -181,12 +195,13 @@ def load_retrieval_experiment(data: str, split: str = "train", eval_split: str =
     return RetrievalExperiment(source, str(data), rows, train, test, dev, tuple(notes))
 
 
-def heldout_collection(data: str, split: str = "test", heldout_size: float | int = 0.2,
-                       seed: int = 42) -> RetrievalData:
+def heldout_collection(data: str, split: str = "test", heldout_size: float | int = 0.2, seed: int = 42,
+                       query_column: str | None = None, passage_column: str | None = None) -> RetrievalData:
     """What `evaluate` scores: a split of a BEIR folder / SciFact, or a pairs file's held-out queries (the same
     ones `load_retrieval_experiment` tests on)."""
-    if retrieval_source(data) == "pairs":
-        return _pairs_collections(datasets.load_pairs(data), heldout_size, seed, Path(data).stem, str(data))[1]
+    if retrieval_source(data, query_column=query_column, passage_column=passage_column) == "pairs":
+        rows = datasets.load_pairs(data, query_column, passage_column)
+        return _pairs_collections(rows, heldout_size, seed, Path(data).stem, str(data))[1]
     return load_collection(data, split)
 
 

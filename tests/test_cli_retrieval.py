@@ -129,6 +129,29 @@ def test_a_pairs_file_is_tested_on_its_held_out_queries(tmp_path, tiny_folder, c
     assert json.loads(capsys.readouterr().out)["metrics"] == pytest.approx(test["after"], abs=1e-6)
 
 
+def test_a_pairs_file_with_other_column_names_is_read_with_query_and_passage_columns(tmp_path, tiny_folder, capsys):
+    rows = [{"claim": f"what about {topic}?", "abstract": f"How to deal with {topic}.", "id": i}
+            for i, topic in enumerate(TOPICS)]
+    path = tmp_path / "claims.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    columns = ["--query-column", "claim", "--passage-column", "abstract"]
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(path), "--loss", "MultipleNegativesRankingLoss", "--model", str(tiny_folder),
+                 "--steps", "1", "--batch", "4", "--out", str(out), *columns]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["kind"] == "retrieval" and metrics["test"]["queries"] == 2 and metrics["test"]["corpus"] == 12
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(out / "model"), "--data", str(path), *columns]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"] == pytest.approx(metrics["test"]["after"], abs=1e-6)
+    mined = tmp_path / "mined.jsonl"
+    assert main(["mine", "--data", str(path), "--out", str(mined), "--model", str(tiny_folder), *columns]) == 0
+    first = json.loads(mined.read_text().splitlines()[0])
+    assert set(first) == {"anchor", "positive", "negative"} and first["anchor"].startswith("what about")
+    # without the names the file is not retrieval data: no query or passage column is found by name
+    assert main(["mine", "--data", str(path), "--out", str(tmp_path / "none.jsonl"), "--model", str(tiny_folder)]) == 2
+    assert "mine needs retrieval data" in capsys.readouterr().err
+
+
 def _relevant_texts(folder, split="train"):
     data = load_beir(folder, split)
     return data, {data.queries[q]: {data.corpus[d] for d in docs} for q, docs in data.qrels.items()}
@@ -187,6 +210,8 @@ ERRORS = [
       "CachedMultipleNegativesRankingLoss"]),
     ("a guide for a loss without one", write_beir, ["train", "--guide", "no/such-guide"],
      ["--guide is for a loss that filters negatives with a guide model", "MultipleNegativesRankingLoss takes none"]),
+    ("pair columns for a BEIR folder", write_beir, ["evaluate", "--query-column", "claim"],
+     ["--query-column / --passage-column name the columns of a pairs file", "is not a file"]),
     ("P×K batch", write_beir, ["train", "--batch", "2x2"], ["not P×K: pass --batch 4"]),
     ("batch larger than the pairs", write_beir, ["train", "--batch", "64"], ["9 (query, passage) rows, fewer than "
                                                                              "--batch 64"]),
