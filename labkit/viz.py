@@ -354,15 +354,22 @@ class LivePlot:
         losses = [(r["step"], r["loss"]) for r in history if "loss" in r]
         evals = [r for r in history if "loss" not in r]
         self.ax.clear()
+        lines = []
         if losses:
-            self.ax.plot(*zip(*losses), label="train loss", lw=1)
+            lines += self.ax.plot(*zip(*losses), label="train loss", lw=1)
         self.ax.set_xlabel("step")
-        self.ax.legend(loc="upper left")
+        self.ax.set_ylabel("train loss")
         if evals:
             name = self.metric or next(k for k in evals[0] if k != "step")
             if not hasattr(self, "ax2"):
                 self.ax2 = self.ax.twinx()
             self.ax2.clear()
-            self.ax2.plot([r["step"] for r in evals], [r[name] for r in evals], "o-", color="C1", label=f"dev {name}")
-            self.ax2.legend(loc="upper right")
+            lines += self.ax2.plot([r["step"] for r in evals], [r[name] for r in evals], "o-", color="C1",
+                                   label=f"dev {name}")
+            self.ax2.set_ylabel(f"dev {name}")
+            self.ax2.yaxis.set_label_position("right")  # clear() puts a twin axis's label back on the left
+        if lines:  # one legend above the axes, where no curve runs
+            self.ax.legend(lines, [line.get_label() for line in lines], loc="lower center", bbox_to_anchor=(0.5, 1.0),
+                           ncol=len(lines), frameon=False, fontsize="small")
+        self.fig.tight_layout()
         self.handle.update(self.fig)

@@ -184,3 +184,26 @@ def test_plot_similarity_histograms_with_both_one_or_no_kind():
     assert len(only_pos.axes[0].patches) == 10
     with pytest.raises(ValueError, match="empty"):
         viz.plot_similarity_histograms([], [])
+
+
+def test_live_plot_has_one_legend_above_the_axes_naming_both_curves(monkeypatch):
+    import IPython.display
+
+    class Handle:
+        updates = 0
+
+        def update(self, fig):
+            Handle.updates += 1
+
+    monkeypatch.setattr(IPython.display, "display", lambda *args, **kwargs: Handle())
+    plot = viz.LivePlot(metric="map")
+    history = [{"step": 0, "map": 0.4}, {"step": 1, "loss": 0.9}, {"step": 2, "loss": 0.7}, {"step": 2, "map": 0.5}]
+    plot.update(history)
+    plot.update(history)  # redrawn in place: still one legend, on the first axis
+    legend = plot.ax.get_legend()
+    assert [text.get_text() for text in legend.get_texts()] == ["train loss", "dev map"]
+    assert plot.ax2.get_legend() is None and Handle.updates == 2
+    assert plot.ax2.yaxis.get_label_position() == "right" and plot.ax2.get_ylabel() == "dev map"
+    # above the plotting area: the legend's box starts at or above the axes' top edge
+    plot.fig.canvas.draw()
+    assert legend.get_window_extent().y0 >= plot.ax.get_window_extent().y1 - 1
