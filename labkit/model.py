@@ -130,6 +130,24 @@ class EmbeddingModel(nn.Module):
         bf16 on Ampere+ GPUs and CPUs with AMX / avx512_bf16, fp16 on older GPUs, else fp32). bf16 embeddings of all-MiniLM-L6-v2 stay within 1e-2 of the
         fp32 ones in cosine (benchmarks/encode.py measures it and the speed-up).
         """
+        embeddings = self._embed_in_batches(texts, self, batch_size, max_length, precision, show_progress_bar, dim=0)
+        if normalize:
+            embeddings = l2_normalize(embeddings)
+        return embeddings if convert_to_tensor else embeddings.numpy()
+
+    def encode_layers(self, texts: Sequence[str], batch_size: int = 32, max_length: int | None = None,
+                      precision: str = "fp32", show_progress_bar: bool | None = None) -> Tensor:
+        """(layers + 1, len(texts), dim) float32 CPU tensor: ``[i]`` is every text's embedding after the first i
+        layers (`layer_embeddings`), ``[-1]`` the one `encode` gives. One model pass per batch, as `encode`."""
+        def every_layer(features):
+            return torch.stack(self.layer_embeddings(features))
+
+        return self._embed_in_batches(texts, every_layer, batch_size, max_length, precision, show_progress_bar, dim=1)
+
+    def _embed_in_batches(self, texts: Sequence[str], embed, batch_size: int, max_length: int | None, precision: str,
+                          show_progress_bar: bool | None, dim: int) -> Tensor:
+        """``embed(features)`` of every batch under inference mode and `fit()`'s autocast, texts longest first (each
+        batch pads to a similar length), the results concatenated along `dim` and put back in the texts' order."""
         from tqdm.auto import tqdm
 
         check_texts(texts)
@@ -149,15 +167,13 @@ class EmbeddingModel(nn.Module):
             with torch.inference_mode(), autocast(self.device, precision):
                 for start in tqdm(range(0, len(texts), batch_size), desc="encode", disable=not show_progress_bar):
                     batch = [texts[i] for i in order[start : start + batch_size]]
-                    chunks.append(self(self.tokenize(batch, max_length=max_length)).float().cpu())
+                    chunks.append(embed(self.tokenize(batch, max_length=max_length)).float().cpu())
         finally:
             self.train(was_training)
+        stacked = torch.cat(chunks, dim=dim)
         # Built outside inference mode, so the caller may use the result with autograd (notebooks do).
-        embeddings = torch.empty(len(texts), self.embedding_dim)
-        embeddings[torch.as_tensor(order)] = torch.cat(chunks)
-        if normalize:
-            embeddings = l2_normalize(embeddings)
-        return embeddings if convert_to_tensor else embeddings.numpy()
+        embeddings = torch.empty(stacked.shape)
+        return embeddings.index_copy_(dim, torch.as_tensor(order), stacked)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Save in sentence-transformers format: `SentenceTransformer(path)` loads it and gives the same embeddings.

@@ -147,3 +147,15 @@ def test_loaded_models_start_in_eval_mode_so_forward_is_deterministic(minilm, ti
         model.encode(SENTENCES[:2])
         features = model.tokenize(SENTENCES[:2])
         torch.testing.assert_close(model(features), model(features))
+
+
+def test_encode_layers_gives_every_depth_in_texts_order_and_its_last_row_is_encode():
+    from labkit.model import keep_first_layers, tiny_model
+
+    model = tiny_model(seed=0, num_layers=3)
+    texts = ["a short one", "a much longer text about cells, genes and proteins", "mid length text"]
+    layers = model.encode_layers(texts, batch_size=2, max_length=16)
+    assert layers.shape == (4, 3, model.embedding_dim) and not layers.is_inference()
+    assert torch.equal(layers[-1], model.encode(texts, batch_size=2, max_length=16, convert_to_tensor=True))
+    assert torch.allclose(layers[1], keep_first_layers(model, 1).encode(texts, max_length=16, convert_to_tensor=True),
+                          atol=1e-5)

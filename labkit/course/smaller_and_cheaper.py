@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import torch
 
@@ -51,30 +50,12 @@ def encode_layers(model, texts: Sequence[str], batch_size: int = 32, max_length:
                   precision: str = "auto") -> torch.Tensor:
     """(layers + 1, len(texts), dim) float32: row ``[i]`` is every text's embedding after the first i layers.
 
-    ``[-1]`` is `model.encode`'s embedding; ``[i]`` is what `keep_first_layers(model, i)` would give. One model
-    pass per batch (the hidden states of every layer are pooled); texts run longest first, as in `encode`.
+    ``[-1]`` is `model.encode`'s embedding; ``[i]`` is what `keep_first_layers(model, i)` would give
+    (`EmbeddingModel.encode_layers`: one model pass per batch, the hidden states of every layer pooled), with
+    the course's default precision ("auto", as `fit()`), and no progress bar.
     """
-    from labkit.train import autocast, precision_for
-    from labkit.validation import check_texts
-
-    check_texts(texts)
-    texts = list(texts)
-    precision = precision_for(model.device, precision)
-    order = np.argsort([-len(t) for t in texts], kind="stable")
-    was_training = model.training
-    model.eval()
-    chunks = []
-    try:
-        with torch.inference_mode(), autocast(model.device, precision):
-            for start in range(0, len(texts), batch_size):
-                features = model.tokenize([texts[i] for i in order[start: start + batch_size]], max_length=max_length)
-                chunks.append(torch.stack(model.layer_embeddings(features)).float().cpu())
-    finally:
-        model.train(was_training)
-    stacked = torch.cat(chunks, dim=1)
-    embeddings = torch.empty_like(stacked)
-    embeddings[:, torch.as_tensor(order)] = stacked  # back in the texts' order
-    return embeddings.clone()  # a normal tensor, usable outside inference mode
+    return model.encode_layers(texts, batch_size=batch_size, max_length=max_length, precision=precision,
+                               show_progress_bar=False)
 
 
 def encode_collection_layers(model, data, max_length: Optional[int] = None, precision: str = "auto",
